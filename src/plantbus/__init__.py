@@ -1,0 +1,1 @@
+"""plantbus: an event-driven integration hub for manufacturers."""

@@ -1,0 +1,106 @@
+"""Exceptions raised by plantbus.
+
+Every error that plantbus raises on purpose derives from one root::
+
+    PlantbusError
+    ├── ConfigError            a hub file or option is wrong; raised before start
+    ├── EventError             an event broke a rule of the envelope or its schema
+    │   ├── EnvelopeError      CloudEvents 1.0 attribute rules
+    │   └── SchemaError        the JSON Schema of the event type
+    ├── FormatError            an input document (B2MML, CSV, ...) cannot be read
+    ├── BackboneError          the event log cannot append, read or commit
+    └── DeliveryError          a sink could not deliver an event
+        ├── RetryableDeliveryError   try again later (timeout, 5xx, 429)
+        └── PermanentDeliveryError   trying again will not help (validation)
+
+Messages are full sentences that name the value, the field and the rule, and
+say what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PlantbusError(Exception):
+    """Root of every error that plantbus raises on purpose."""
+
+
+class ConfigError(PlantbusError):
+    """A hub file or an option is wrong; the hub refuses to start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule: where in the event or document, which value, which rule."""
+
+    path: str
+    value: Any
+    rule: str
+
+    def describe(self) -> str:
+        """Return the violation as one readable clause."""
+        return f"field `{self.path}` is {self.value!r}: {self.rule}"
+
+
+class EventError(PlantbusError):
+    """An event broke one or more rules; `violations` lists each of them."""
+
+    def __init__(self, event_id: str | None, violations: list[Violation]) -> None:
+        self.event_id = event_id
+        self.violations = violations
+        label = f"Event {event_id!r}" if event_id else "Event without an id"
+        clauses = "; ".join(v.describe() for v in violations)
+        super().__init__(f"{label} is invalid: {clauses}.")
+
+
+class EnvelopeError(EventError):
+    """The CloudEvents envelope of an event is invalid."""
+
+
+class SchemaError(EventError):
+    """The data of an event does not match the JSON Schema of its type."""
+
+
+@dataclass(slots=True)
+class FormatProblem:
+    """A location in an input document and the rule it broke."""
+
+    location: str
+    message: str
+    line: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class FormatError(PlantbusError):
+    """An input document cannot be turned into events."""
+
+    def __init__(self, source: str, problems: list[FormatProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        where = "; ".join(
+            f"{p.location}{f' (line {p.line})' if p.line else ''}: {p.message}"
+            for p in problems
+        )
+        super().__init__(f"Document {source!r} was rejected: {where}")
+
+
+class BackboneError(PlantbusError):
+    """The event log failed to append, read or commit."""
+
+
+class DeliveryError(PlantbusError):
+    """A sink failed to deliver an event."""
+
+
+class RetryableDeliveryError(DeliveryError):
+    """A delivery failed for a reason that may go away (timeout, 5xx, 429)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A delivery failed for a reason that another attempt will not fix."""
