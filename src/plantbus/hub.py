@@ -1,0 +1,241 @@
+"""Assemble a hub from its configuration and run it until it is told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from plantbus.backbone.log import EventLog
+from plantbus.config.model import (
+    DeliverStep,
+    EnrichStep,
+    FileSinkConfig,
+    FilterStep,
+    FolderSourceConfig,
+    HttpSourceConfig,
+    HubConfig,
+    MapStep,
+    MemorySinkConfig,
+    PipelineConfig,
+    RouteStep,
+    TrytonOrdersSourceConfig,
+    TrytonSinkConfig,
+    TrytonSystem,
+    ValidateStep,
+)
+from plantbus.connectors.base import Sink, Source
+from plantbus.errors import ConfigError
+from plantbus.events.catalogue import Catalogue
+from plantbus.ingest import Ingestor
+from plantbus.pipeline import steps as step_kinds
+from plantbus.pipeline.delivery import Deliverer
+from plantbus.pipeline.runtime import PipelineRuntime
+from plantbus.state.dead_letters import DeadLetter
+from plantbus.state.store import StateStore
+
+logger = logging.getLogger("plantbus.hub")
+
+
+@dataclass
+class Hub:
+    """A running hub: log, state, sources, sinks and pipelines of one hub file."""
+
+    config: HubConfig
+    log: EventLog
+    state: StateStore
+    catalogue: Catalogue
+    ingest: Ingestor
+    systems: dict[str, Any] = field(default_factory=dict)
+    sources: list[Source] = field(default_factory=list)
+    sinks: dict[str, Sink] = field(default_factory=dict)
+    pipelines: list[PipelineRuntime] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def reject(self, letter: DeadLetter) -> None:
+        """Store input that a source could not turn into events."""
+        await self.state.add_dead_letter(letter)
+
+    def stop(self) -> None:
+        """Ask every source and pipeline to stop; `run` returns once they have."""
+        if not self.stopping.is_set():
+            logger.info("hub %s stopping", self.config.hub.name)
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Run sources and pipelines until `stop` is called or one of them fails."""
+        for sink in self.sinks.values():
+            await sink.start()
+        tasks = [
+            asyncio.create_task(source.run(self.ingest, self.reject, self.stopping),
+                                name=f"source:{source.name}")
+            for source in self.sources
+        ] + [
+            asyncio.create_task(pipeline.run(), name=f"pipeline:{pipeline.name}")
+            for pipeline in self.pipelines
+        ]
+        tasks.append(asyncio.create_task(self._trim_periodically(), name="retention"))
+        logger.info("hub %s running: %d sources, %d sinks, %d pipelines",
+                    self.config.hub.name, len(self.sources), len(self.sinks),
+                    len(self.pipelines))
+        self.started.set()
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error("%s failed: %s", task.get_name(), task.exception())
+                    self.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            failures = [t.exception() for t in tasks
+                        if not t.cancelled() and t.exception() is not None]
+            if failures:
+                raise failures[0]  # type: ignore[misc]
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Close sinks, systems, the state store and the log."""
+        for sink in self.sinks.values():
+            await sink.close()
+        for system in self.systems.values():
+            close = getattr(system, "close", None)
+            if close is not None:
+                await close()
+        await self.state.close()
+        await self.log.close()
+        logger.info("hub %s stopped", self.config.hub.name)
+
+    async def _trim_periodically(self) -> None:
+        retention = self.config.backbone.retention
+        while not self.stopping.is_set():
+            max_bytes = (int(retention.max_megabytes * 1024 * 1024)
+                         if retention.max_megabytes else None)
+            max_age = retention.max_age_hours * 3600 if retention.max_age_hours else None
+            if max_age or max_bytes:
+                removed = await self.log.trim(max_age_seconds=max_age,
+                                              max_bytes=max_bytes)
+                if removed:
+                    logger.info("retention removed %d records from the log", removed)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=600)
+            except TimeoutError:
+                continue
+
+    def install_signal_handlers(self) -> None:
+        """Stop cleanly on SIGTERM and SIGINT."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+
+
+async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hub:
+    """Create and start the log, the state store and every part of a hub file."""
+    from plantbus.backbone.sqlite import SqliteLog
+    from plantbus.state.sqlite import SqliteStateStore
+
+    data_dir = config.hub.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = SqliteLog(data_dir / "log.sqlite", partitions=config.backbone.partitions)
+    await log.start()
+    state = SqliteStateStore(data_dir / "state.sqlite")
+    await state.start()
+
+    catalogue = catalogue or Catalogue.load()
+    allow_unknown = any(isinstance(s, HttpSourceConfig) and s.allow_unknown_types
+                        for s in config.sources)
+    hub = Hub(config=config, log=log, state=state, catalogue=catalogue,
+              ingest=Ingestor(log, catalogue, allow_unknown_types=allow_unknown))
+
+    for name, system in config.systems.items():
+        hub.systems[name] = await _build_system(name, system)
+    for sink_config in config.sinks:
+        hub.sinks[sink_config.name] = _build_sink(sink_config, hub)
+    for source_config in config.sources:
+        hub.sources.append(_build_source(source_config, hub))
+    for pipeline_config in config.pipelines:
+        hub.pipelines.append(_build_pipeline(pipeline_config, hub))
+    return hub
+
+
+async def _build_system(name: str, system: TrytonSystem) -> Any:
+    from plantbus.connectors.tryton.client import TrytonClient
+
+    client = TrytonClient(system.url, system.user, system.password,
+                          timeout=system.timeout_seconds,
+                          max_connections=system.max_connections)
+    return client
+
+
+def _build_sink(config: Any, hub: Hub) -> Sink:
+    if isinstance(config, MemorySinkConfig):
+        from plantbus.connectors.memory import MemorySink
+
+        return MemorySink(config.name)
+    if isinstance(config, FileSinkConfig):
+        from plantbus.connectors.jsonl import JsonLinesSink
+
+        return JsonLinesSink(config.name, config.path)
+    if isinstance(config, TrytonSinkConfig):
+        from plantbus.connectors.tryton.sink import TrytonSink
+
+        return TrytonSink(config.name, hub.systems[config.system])
+    raise ConfigError(f"Sink kind {type(config).__name__!r} is not supported.")
+
+
+def _build_source(config: Any, hub: Hub) -> Source:
+    if isinstance(config, HttpSourceConfig):
+        from plantbus.connectors.http import HttpSource
+
+        api = hub.config.api
+        return HttpSource(hub.catalogue, name=config.name, host=api.host,
+                          port=api.port, allow_unknown_types=config.allow_unknown_types,
+                          max_body_bytes=api.max_body_bytes)
+    if isinstance(config, FolderSourceConfig):
+        from plantbus.connectors.files import FolderSource
+
+        return FolderSource.for_b2mml(config.name, config.path, config.schema_dir,
+                                      plant=config.plant,
+                                      poll_seconds=config.poll_seconds)
+    if isinstance(config, TrytonOrdersSourceConfig):
+        from plantbus.connectors.tryton.source import TrytonOrderSource
+
+        return TrytonOrderSource(config.name, hub.systems[config.system],
+                                 poll_seconds=config.poll_seconds)
+    raise ConfigError(f"Source kind {type(config).__name__!r} is not supported.")
+
+
+def _build_pipeline(config: PipelineConfig, hub: Hub) -> PipelineRuntime:
+    steps: list[step_kinds.Step] = []
+    targets: list[str] = []
+    builders: dict[type, Callable[[Any], step_kinds.Step]] = {
+        ValidateStep: lambda s: step_kinds.ValidateStep(
+            hub.catalogue,
+            allow_unknown_types=bool(s.validate_ and s.validate_.allow_unknown_types)),
+        EnrichStep: lambda s: step_kinds.EnrichStep(
+            s.enrich, _lookups(hub, s.enrich.system),
+            cache_seconds=hub.config.systems[s.enrich.system].cache_seconds),
+        MapStep: lambda s: step_kinds.MapStep(s.map),
+        FilterStep: lambda s: step_kinds.FilterStep(s.filter),
+        RouteStep: lambda s: step_kinds.RouteStep(s.route),
+    }
+    for step in config.steps:
+        if isinstance(step, DeliverStep):
+            targets = list(step.deliver.to)
+            continue
+        steps.append(builders[type(step)](step))
+
+    deliverer = Deliverer(config.name, hub.sinks, targets, hub.state, config.retry,
+                          hub.stopping)
+    return PipelineRuntime(config.name, hub.log, hub.state, config.types, steps,
+                           deliverer, max_in_flight=config.max_in_flight,
+                           concurrency=config.concurrency)
+
+
+def _lookups(hub: Hub, system: str) -> step_kinds.Lookups:
+    from plantbus.connectors.tryton.lookup import TrytonLookups
+
+    return TrytonLookups(hub.systems[system])

@@ -1,0 +1,258 @@
+"""Run one pipeline: read its consumer group, keep order per key, commit offsets.
+
+Records are read from the log in offset order and queued per partition key.
+Each key has at most one record in work, so the events of a key reach the
+sinks in log order, also across retries; up to `concurrency` keys run at the
+same time. A partition's committed offset never passes a record that is still
+in work, so a crash or stop delivers the unfinished records again on restart
+and the idempotency ledger skips the ones that had already arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from plantbus.backbone.log import EventLog, Record
+from plantbus.observability.metrics import CONSUMER_LAG, DEAD_LETTERS, STEP_FAILURES
+from plantbus.pipeline.delivery import Abandoned, Deliverer
+from plantbus.pipeline.steps import Step, TypeMatcher, WorkItem
+from plantbus.state.dead_letters import Attempt, DeadLetter
+from plantbus.state.store import StateStore
+
+logger = logging.getLogger("plantbus.pipeline")
+
+
+class OffsetTracker:
+    """Track records in work per partition and compute the offsets safe to commit."""
+
+    def __init__(self, positions: dict[int, int]) -> None:
+        # Highest offset read per partition.
+        self.read = dict(positions)
+        # Offsets in work per partition, in read order, which is offset order.
+        self.pending: dict[int, dict[int, None]] = {p: {} for p in positions}
+
+    def add(self, record: Record) -> None:
+        self.pending[record.partition][record.offset] = None
+        self.read[record.partition] = record.offset
+
+    def done(self, record: Record) -> None:
+        del self.pending[record.partition][record.offset]
+
+    def committable(self) -> dict[int, int]:
+        """Return, per partition, the last offset before the oldest one in work."""
+        offsets = {}
+        for partition, pending in self.pending.items():
+            if pending:
+                offsets[partition] = next(iter(pending)) - 1
+            else:
+                offsets[partition] = self.read[partition]
+        return offsets
+
+    @property
+    def in_work(self) -> int:
+        return sum(len(pending) for pending in self.pending.values())
+
+
+class PipelineRuntime:
+    """One pipeline's consumer: steps, per-key ordering, delivery and commits."""
+
+    def __init__(
+        self,
+        name: str,
+        log: EventLog,
+        state: StateStore,
+        types: Sequence[str],
+        steps: Sequence[Step],
+        deliverer: Deliverer,
+        *,
+        max_in_flight: int = 1000,
+        concurrency: int = 64,
+        commit_interval: float = 0.2,
+        read_batch: int = 500,
+    ) -> None:
+        self.name = name
+        self.group = name
+        self.log = log
+        self.state = state
+        self.accepts = TypeMatcher(list(types))
+        self.steps = list(steps)
+        self.deliverer = deliverer
+        self.max_in_flight = max_in_flight
+        self.concurrency = concurrency
+        self.commit_interval = commit_interval
+        self.read_batch = read_batch
+        self.stopping = deliverer.stopping
+        self.processed = 0
+        self._lanes: dict[str, deque[tuple[Record, set[tuple[str, str]]]]] = {}
+        self._lane_slots = asyncio.Semaphore(concurrency)
+        self._lane_tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._ledger_sinks = sorted(
+            set(deliverer.default_targets)
+            | {
+                sink
+                for step in steps
+                for rule in getattr(step, "rules", [])
+                for sink in rule[2]
+            }
+        )
+
+    async def run(self) -> None:
+        """Consume until `stopping` is set, then finish work in hand and commit."""
+        positions = await self.log.committed(self.group)
+        tracker = OffsetTracker(positions)
+        logger.info("pipeline %s started at offsets %s", self.name, _summary(positions))
+        last_commit = time.monotonic()
+        committed = dict(positions)
+        try:
+            while not self.stopping.is_set() and self._failure is None:
+                room = self.max_in_flight - tracker.in_work
+                if room <= 0:
+                    self._room.clear()
+                    await self._wait_or_stop(self._room.wait(), 0.5)
+                else:
+                    records = await self.log.read(
+                        tracker.read, min(room, self.read_batch)
+                    )
+                    if records:
+                        await self._dispatch(records, tracker)
+                    else:
+                        await self._commit(tracker, committed)
+                        last_commit = time.monotonic()
+                        await self._wait_or_stop(self.log.wait_for_append(0.5), 0.5)
+                        continue
+                if time.monotonic() - last_commit >= self.commit_interval:
+                    await self._commit(tracker, committed)
+                    last_commit = time.monotonic()
+        finally:
+            await self._drain()
+            await self._commit(tracker, committed)
+            logger.info(
+                "pipeline %s stopped; committed %s", self.name, _summary(committed)
+            )
+        if self._failure is not None:
+            raise self._failure
+
+    async def _wait_or_stop(self, awaitable: object, timeout: float) -> None:
+        waiter = asyncio.ensure_future(awaitable)  # type: ignore[arg-type]
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        done, pending = await asyncio.wait(
+            {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+
+    async def _dispatch(self, records: list[Record], tracker: OffsetTracker) -> None:
+        wanted: list[Record] = []
+        for record in records:
+            tracker.add(record)
+            event_type = record.event.type
+            if self.accepts(event_type):
+                wanted.append(record)
+            else:
+                tracker.done(record)
+
+        # One ledger query per batch instead of one per event.
+        already: set[tuple[str, str]] = set()
+        ids = [record.event.id for record in wanted]
+        for sink in self._ledger_sinks:
+            found = await self.state.delivered(sink, ids)
+            already.update((sink, event_id) for event_id in found)
+
+        for record in wanted:
+            key = record.event.key
+            lane = self._lanes.get(key)
+            if lane is not None:
+                lane.append((record, already))
+                continue
+            self._lanes[key] = deque([(record, already)])
+            await self._lane_slots.acquire()
+            task = asyncio.create_task(self._run_lane(key, tracker))
+            self._lane_tasks.add(task)
+            task.add_done_callback(self._lane_tasks.discard)
+
+    async def _run_lane(self, key: str, tracker: OffsetTracker) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane and not self.stopping.is_set():
+                record, already = lane[0]
+                await self._process(record, already)
+                lane.popleft()
+                tracker.done(record)
+                self.processed += 1
+                self._room.set()
+        except Abandoned:
+            pass
+        except BaseException as exc:
+            # A failure of plantbus itself, such as the state store being
+            # unavailable: stop the pipeline instead of skipping the record.
+            logger.exception("pipeline %s stopped on an internal error", self.name)
+            self._failure = exc
+        finally:
+            del self._lanes[key]
+            self._lane_slots.release()
+
+    async def _process(self, record: Record, already: set[tuple[str, str]]) -> None:
+        item = WorkItem(record.event)
+        for step in self.steps:
+            try:
+                result = step.run(item)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                # A poison event must not stop the pipeline: it becomes a dead
+                # letter and the events after it go on.
+                await self._step_failed(step.name, record, exc)
+                return
+            if not result:
+                return
+        await self.deliverer.deliver(item, record, already)
+
+    async def _step_failed(self, step: str, record: Record, exc: Exception) -> None:
+        STEP_FAILURES.labels(self.name, step).inc()
+        DEAD_LETTERS.labels(step).inc()
+        event = record.event
+        logger.warning(
+            "step %s failed: %s",
+            step,
+            exc,
+            extra={"event_id": event.id, "correlation_id": event.correlationid},
+        )
+        await self.state.add_dead_letter(
+            DeadLetter(
+                stage=step,
+                error=str(exc),
+                payload=record.body,
+                source=event.source,
+                content_type="application/cloudevents+json",
+                event_id=event.id,
+                event_type=event.type,
+                pipeline=self.name,
+                offset=record.offset,
+                attempts=[Attempt(time.time(), str(exc))],
+            )
+        )
+
+    async def _commit(self, tracker: OffsetTracker, committed: dict[int, int]) -> None:
+        offsets = tracker.committable()
+        changed = {p: o for p, o in offsets.items() if committed.get(p) != o}
+        if changed:
+            await self.log.commit(self.group, changed)
+            committed.update(changed)
+        CONSUMER_LAG.labels(self.name).set(await self.log.lag(self.group))
+
+    async def _drain(self) -> None:
+        """Let lanes finish the record in hand; the rest is read again next start."""
+        if self._lane_tasks:
+            await asyncio.gather(*list(self._lane_tasks), return_exceptions=True)
+
+
+def _summary(positions: dict[int, int]) -> str:
+    busy = {p: o for p, o in positions.items() if o}
+    return str(busy) if busy else "the start of the log"

@@ -1,0 +1,312 @@
+"""The state store on SQLite, for the embedded, single-process hub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from plantbus.errors import PlantbusError
+from plantbus.state.dead_letters import Attempt, DeadLetter
+from plantbus.state.store import AuditRecord, DeadLetterFilter, Delivery, StateStore
+
+logger = logging.getLogger("plantbus.state")
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    sink TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    target_ref TEXT,
+    delivered_at REAL NOT NULL,
+    latency REAL NOT NULL,
+    event_type TEXT NOT NULL DEFAULT '',
+    pipeline TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (sink, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open',
+    stage TEXT NOT NULL,
+    error TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    source TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    event_id TEXT,
+    event_type TEXT,
+    pipeline TEXT,
+    sink TEXT,
+    log_offset INTEGER,
+    attempts TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters (status, created_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+"""
+
+
+class SqliteStateStore(StateStore):
+    """State store in one SQLite file, written by one thread with group commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # One thread owns the connection, so every statement runs in order and
+        # concurrent ledger writes share one COMMIT.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="plantbus-state")
+        self._connection: sqlite3.Connection | None = None
+        self._pending: list[tuple[Delivery, asyncio.Future[None]]] = []
+        self._flush_scheduled = False
+
+    async def start(self) -> None:
+        """Open the file and create the tables."""
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = sqlite3.connect(self.path, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a crash of the process, which is what
+            # the ledger must survive; after a power loss the newest entries may
+            # be gone, and the sinks' own natural keys catch those redeliveries.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=10000")
+            connection.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise PlantbusError(
+                f"Cannot open the state store {str(self.path)!r}: {exc}. Check that "
+                f"the folder exists, is writable and that the disk has space."
+            ) from exc
+        self._connection = connection
+
+    async def close(self) -> None:
+        """Write pending ledger entries and close the file."""
+        await self._flush()
+        if self._connection is not None:
+            await self._run(self._connection.close)
+            self._connection = None
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise PlantbusError("The state store is not started; call start() first.")
+        return self._connection
+
+    # Idempotency ledger
+
+    async def delivered(
+        self, sink: str, event_ids: Iterable[str]
+    ) -> dict[str, str | None]:
+        """Return the target reference of each event id already delivered to a sink."""
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        return await self._run(self._delivered, sink, ids)
+
+    def _delivered(self, sink: str, ids: list[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        # SQLite limits the number of bound parameters; 500 stays well below.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db().execute(
+                f"SELECT event_id, target_ref FROM deliveries "
+                f"WHERE sink = ? AND event_id IN ({marks})",
+                [sink, *chunk],
+            )
+            found.update(rows)
+        return found
+
+    async def record_delivery(self, delivery: Delivery) -> None:
+        """Record a delivery; concurrent calls are committed together."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((delivery, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        # Let every coroutine that is ready add its entry before the commit.
+        await asyncio.sleep(0)
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            await self._run(self._write_deliveries, [entry for entry, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    def _write_deliveries(self, deliveries: list[Delivery]) -> None:
+        with self._db() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (d.sink, d.event_id, d.target_ref, d.delivered_at, d.latency,
+                     d.event_type, d.pipeline)
+                    for d in deliveries
+                ],
+            )
+
+    async def forget_delivery(self, sink: str, event_id: str) -> None:
+        """Remove one ledger entry."""
+        await self._run(self._execute,
+                        "DELETE FROM deliveries WHERE sink = ? AND event_id = ?",
+                        (sink, event_id))
+
+    def _execute(self, sql: str, parameters: tuple[Any, ...]) -> int:
+        with self._db() as db:
+            return db.execute(sql, parameters).lastrowid or 0
+
+    async def deliveries(self, *, sink: str | None = None) -> list[Delivery]:
+        """Return recorded deliveries, oldest first."""
+        return await self._run(self._deliveries, sink)
+
+    def _deliveries(self, sink: str | None) -> list[Delivery]:
+        sql = "SELECT * FROM deliveries"
+        parameters: tuple[Any, ...] = ()
+        if sink is not None:
+            sql += " WHERE sink = ?"
+            parameters = (sink,)
+        rows = self._db().execute(sql + " ORDER BY delivered_at", parameters)
+        return [Delivery(*row) for row in rows]
+
+    # Dead letters
+
+    async def add_dead_letter(self, letter: DeadLetter) -> int:
+        """Store a dead letter and return its id."""
+        if not letter.created_at:
+            letter.created_at = time.time()
+        row = (
+            letter.created_at, "open", letter.stage, letter.error, letter.payload,
+            letter.source, letter.content_type, orjson.dumps(letter.headers).decode(),
+            letter.event_id, letter.event_type, letter.pipeline, letter.sink,
+            letter.offset,
+            orjson.dumps([[a.at, a.error] for a in letter.attempts]).decode(),
+            orjson.dumps(letter.details, default=str).decode(),
+        )
+        letter.id = await self._run(
+            self._execute,
+            "INSERT INTO dead_letters (created_at, status, stage, error, payload, "
+            "source, content_type, headers, event_id, event_type, pipeline, sink, "
+            "log_offset, attempts, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        logger.warning(
+            "dead letter stored",
+            extra={"dead_letter_id": letter.id, "event_id": letter.event_id,
+                   "stage": letter.stage, "error": letter.error},
+        )
+        return letter.id
+
+    async def dead_letters(
+        self, where: DeadLetterFilter, *, limit: int = 1000
+    ) -> list[DeadLetter]:
+        """Return the dead letters that match a filter, oldest first."""
+        return await self._run(self._dead_letters, where, limit)
+
+    def _dead_letters(self, where: DeadLetterFilter, limit: int) -> list[DeadLetter]:
+        clauses: list[str] = []
+        parameters: list[Any] = []
+        if where.ids is not None:
+            clauses.append(f"id IN ({','.join('?' * len(where.ids))})")
+            parameters.extend(where.ids)
+        for column, value in (("event_type", where.event_type), ("sink", where.sink),
+                              ("status", where.status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                parameters.append(value)
+        if where.error_contains is not None:
+            clauses.append("instr(error, ?) > 0")
+            parameters.append(where.error_contains)
+        if where.since is not None:
+            clauses.append("created_at >= ?")
+            parameters.append(where.since)
+        if where.until is not None:
+            clauses.append("created_at < ?")
+            parameters.append(where.until)
+        sql = "SELECT * FROM dead_letters"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id LIMIT ?"
+        parameters.append(limit)
+        return [_dead_letter(row) for row in self._db().execute(sql, parameters)]
+
+    async def set_dead_letter_status(self, letter_id: int, status: str) -> None:
+        """Mark a dead letter as open, redriven or discarded."""
+        if status not in ("open", "redriven", "discarded"):
+            raise ValueError(
+                f"Dead letter status {status!r} is invalid: expected 'open', "
+                f"'redriven' or 'discarded'."
+            )
+        await self._run(self._execute,
+                        "UPDATE dead_letters SET status = ? WHERE id = ?",
+                        (status, letter_id))
+
+    # Audit log
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        """Append a record to the audit log."""
+        await self._run(
+            self._execute,
+            "INSERT INTO audit (at, actor, action, target, details) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (record.at, record.actor, record.action, record.target,
+             orjson.dumps(record.details, default=str).decode()),
+        )
+
+    async def audit_log(self, *, limit: int = 1000) -> list[AuditRecord]:
+        """Return the newest audit records, oldest first."""
+        rows = await self._run(
+            lambda: self._db().execute(
+                "SELECT at, actor, action, target, details FROM audit "
+                "ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [
+            AuditRecord(at, actor, action, target, orjson.loads(details))
+            for at, actor, action, target, details in reversed(rows)
+        ]
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+    (letter_id, created_at, status, stage, error, payload, source, content_type,
+     headers, event_id, event_type, pipeline, sink, offset, attempts, details) = row
+    letter = DeadLetter(
+        stage=stage, error=error, payload=bytes(payload), source=source,
+        content_type=content_type, headers=orjson.loads(headers), event_id=event_id,
+        event_type=event_type, pipeline=pipeline, sink=sink, offset=offset,
+        attempts=[Attempt(at, message) for at, message in orjson.loads(attempts)],
+        created_at=created_at, id=letter_id, details=orjson.loads(details),
+    )
+    letter.details["status"] = status
+    return letter

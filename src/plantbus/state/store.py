@@ -1,0 +1,97 @@
+"""The interface of the state store: idempotency ledger, dead letters, audit log."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from plantbus.state.dead_letters import DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One confirmed delivery of an event to a sink."""
+
+    sink: str
+    event_id: str
+    target_ref: str | None
+    delivered_at: float
+    # Seconds from the append to the log until the sink confirmed.
+    latency: float
+    event_type: str = ""
+    pipeline: str = ""
+
+
+@dataclass(slots=True)
+class DeadLetterFilter:
+    """Which dead letters an operation applies to; None means any."""
+
+    ids: list[int] | None = None
+    event_type: str | None = None
+    sink: str | None = None
+    error_contains: str | None = None
+    since: float | None = None
+    until: float | None = None
+    status: str | None = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did what to which records, and when."""
+
+    at: float
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class StateStore(ABC):
+    """Durable state that the pipelines keep beside the log."""
+
+    async def start(self) -> None:
+        """Create tables and open connections; call once before use."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and release resources."""
+
+    @abstractmethod
+    async def delivered(self, sink: str, event_ids: Iterable[str]) -> dict[str, str | None]:
+        """Return the target reference of each event id already delivered to a sink."""
+
+    @abstractmethod
+    async def record_delivery(self, delivery: Delivery) -> None:
+        """Record a delivery durably; recording one twice keeps the first."""
+
+    @abstractmethod
+    async def forget_delivery(self, sink: str, event_id: str) -> None:
+        """Remove a delivery from the ledger so that a forced replay sends it again."""
+
+    @abstractmethod
+    async def deliveries(self, *, sink: str | None = None) -> list[Delivery]:
+        """Return recorded deliveries, oldest first."""
+
+    @abstractmethod
+    async def add_dead_letter(self, letter: DeadLetter) -> int:
+        """Store a dead letter and return its id."""
+
+    @abstractmethod
+    async def dead_letters(
+        self, where: DeadLetterFilter, *, limit: int = 1000
+    ) -> list[DeadLetter]:
+        """Return the dead letters that match a filter, oldest first."""
+
+    @abstractmethod
+    async def set_dead_letter_status(self, letter_id: int, status: str) -> None:
+        """Mark a dead letter as open, redriven or discarded."""
+
+    @abstractmethod
+    async def add_audit(self, record: AuditRecord) -> None:
+        """Append a record to the audit log."""
+
+    @abstractmethod
+    async def audit_log(self, *, limit: int = 1000) -> list[AuditRecord]:
+        """Return the newest audit records, oldest first."""
