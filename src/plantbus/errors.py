@@ -7,8 +7,10 @@ Every error that plantbus raises on purpose derives from one root::
     ├── EventError             an event broke a rule of the envelope or its schema
     │   ├── EnvelopeError      CloudEvents 1.0 attribute rules
     │   └── SchemaError        the JSON Schema of the event type
+    ├── BatchRejected          one or more events of a batch are invalid
     ├── FormatError            an input document (B2MML, CSV, ...) cannot be read
     ├── BackboneError          the event log cannot append, read or commit
+    ├── MappingError           a mapping expression failed on an event
     └── DeliveryError          a sink could not deliver an event
         ├── RetryableDeliveryError   try again later (timeout, 5xx, 429)
         └── PermanentDeliveryError   trying again will not help (validation)
@@ -63,6 +65,18 @@ class SchemaError(EventError):
     """The data of an event does not match the JSON Schema of its type."""
 
 
+class BatchRejected(PlantbusError):
+    """Some events of a batch are invalid, so none of the batch was appended."""
+
+    def __init__(self, errors: list[tuple[int, EventError]]) -> None:
+        self.errors = errors
+        listed = " ".join(f"[{index}] {error}" for index, error in errors)
+        super().__init__(
+            f"{len(errors)} event(s) of the batch are invalid and nothing was "
+            f"appended: {listed}"
+        )
+
+
 @dataclass(slots=True)
 class FormatProblem:
     """A location in an input document and the rule it broke."""
@@ -88,6 +102,15 @@ class FormatError(PlantbusError):
 
 class BackboneError(PlantbusError):
     """The event log failed to append, read or commit."""
+
+
+class MappingError(PlantbusError):
+    """A mapping expression failed on an event at run time."""
+
+    def __init__(self, message: str, *, expression: str, event_id: str | None) -> None:
+        super().__init__(message)
+        self.expression = expression
+        self.event_id = event_id
 
 
 class DeliveryError(PlantbusError):

@@ -83,7 +83,7 @@ class EventType:
 
         # The compiled check stops at the first error; the full validator lists
         # all of them so that a sender can fix every field in one go.
-        found = []
+        found: list[Violation] = []
         for error in self._full_check.iter_errors(data):
             path = "data" + "".join(
                 f"[{part}]" if isinstance(part, int) else f".{part}"
@@ -97,6 +97,15 @@ class EventType:
                     for name in error.instance
                     if name not in error.schema.get("properties", {})
                 )
+                continue
+            if error.validator == "required" and isinstance(error.instance, dict):
+                # Name the missing field in the path, so that it reads like
+                # every other violation. jsonschema reports the same `required`
+                # list once per missing field, hence the membership test.
+                for name in error.validator_value:
+                    missing = Violation(f"{path}.{name}", None, "the field is required")
+                    if name not in error.instance and missing not in found:
+                        found.append(missing)
                 continue
             found.append(Violation(path, error.instance, _rule(error)))
         found.sort(key=lambda violation: violation.path)

@@ -8,6 +8,7 @@ data of a catalogue event type is checked against its JSON Schema by
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -260,6 +261,8 @@ def check_envelope(document: Any) -> list[Violation]:
                       "`data` and `data_base64` must not both be present")
         )
 
+    violations.extend(_check_data_base64(document.get("data_base64")))
+
     for name, value in document.items():
         if name in CONTEXT_ATTRIBUTES or name in ("data", "data_base64"):
             continue
@@ -272,6 +275,19 @@ def check_envelope(document: Any) -> list[Violation]:
             continue
         violations.extend(_check_extension_value(name, value))
     return violations
+
+
+def _check_data_base64(value: Any) -> list[Violation]:
+    if value is None:
+        return []
+    rule = "expected the data as a Base64 string (RFC 4648)"
+    if not isinstance(value, str):
+        return [Violation("data_base64", value, rule)]
+    try:
+        base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return [Violation("data_base64", _excerpt(value), rule)]
+    return []
 
 
 def _check_extension_value(name: str, value: Any) -> list[Violation]:
