@@ -34,19 +34,28 @@ from plantbus.pipeline.steps import MapStep, ValidateStep  # noqa: E402
 from plantbus.state.sqlite import SqliteStateStore  # noqa: E402
 
 MAPPING = {
-    "order": "data.work_order_id", "item": "data.item",
-    "qty": "data.quantity.value", "uom": "data.quantity.unit",
-    "lot": "data.lot", "ref": '"plantbus:" & id', "plant": "plant",
+    "order": "data.work_order_id",
+    "item": "data.item",
+    "qty": "data.quantity.value",
+    "uom": "data.quantity.unit",
+    "lot": "data.lot",
+    "ref": '"plantbus:" & id',
+    "plant": "plant",
 }
 
 
 def make_events(count: int, keys: int) -> list[Event]:
     return [
         Event.create(
-            "production.workorder.completed.v1", "/bench/mes",
-            {"work_order_id": f"WO-{n % keys}", "item": f"FG-{n % 7}",
-             "quantity": {"value": f"{n % 50}.5", "unit": "u"},
-             "completed_at": "2026-12-01T06:00:00Z", "lot": f"L-{n}"},
+            "production.workorder.completed.v1",
+            "/bench/mes",
+            {
+                "work_order_id": f"WO-{n % keys}",
+                "item": f"FG-{n % 7}",
+                "quantity": {"value": f"{n % 50}.5", "unit": "u"},
+                "completed_at": "2026-12-01T06:00:00Z",
+                "lot": f"L-{n}",
+            },
             plant="P1",
         )
         for n in range(count)
@@ -64,18 +73,26 @@ async def measure(count: int, batch: int, keys: int, folder: Path) -> dict[str, 
 
     started = time.perf_counter()
     for start in range(0, count, batch):
-        await ingest(events[start:start + batch])
+        await ingest(events[start : start + batch])
     ingest_seconds = time.perf_counter() - started
 
     sink = MemorySink("memory")
     stopping = asyncio.Event()
-    deliverer = Deliverer("bench", {"memory": sink}, ["memory"], state,
-                          RetryConfig(), stopping)
+    deliverer = Deliverer(
+        "bench", {"memory": sink}, ["memory"], state, RetryConfig(), stopping
+    )
     runtime = PipelineRuntime(
-        "bench", log, state, ["production.*"],
-        [ValidateStep(catalogue, allow_unknown_types=False),
-         MapStep(MapOptions(fields=MAPPING))],
-        deliverer, max_in_flight=5000, concurrency=256,
+        "bench",
+        log,
+        state,
+        ["production.*"],
+        [
+            ValidateStep(catalogue, allow_unknown_types=False),
+            MapStep(MapOptions(fields=MAPPING)),
+        ],
+        deliverer,
+        max_in_flight=5000,
+        concurrency=256,
     )
     started = time.perf_counter()
     task = asyncio.create_task(runtime.run())
@@ -98,16 +115,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--keys", type=int, default=1000,
-                        help="distinct partition keys (work orders)")
+    parser.add_argument(
+        "--keys", type=int, default=1000, help="distinct partition keys (work orders)"
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        result = asyncio.run(measure(options.events, options.batch, options.keys,
-                                     Path(folder)))
+        result = asyncio.run(
+            measure(options.events, options.batch, options.keys, Path(folder))
+        )
     for name, value in result.items():
         print(f"{name:>24}: {value:,.0f}")
-    print("written to", write_result("pipeline", {"options": vars(options),
-                                                  "results": result}))
+    print(
+        "written to",
+        write_result("pipeline", {"options": vars(options), "results": result}),
+    )
 
 
 if __name__ == "__main__":
