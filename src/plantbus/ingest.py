@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 from plantbus.backbone.log import Appended, EventLog
@@ -42,7 +43,11 @@ class Ingestor:
             raise BatchRejected(errors)
 
         appended = await self.log.append(events)
-        for event, result in zip(events, appended, strict=True):
-            if not result.duplicate:
-                EVENTS_INGESTED.labels(event.type).inc()
+        counts = Counter(
+            event.type
+            for event, result in zip(events, appended, strict=True)
+            if not result.duplicate
+        )
+        for event_type, count in counts.items():
+            EVENTS_INGESTED.labels(event_type).inc(count)
         return appended

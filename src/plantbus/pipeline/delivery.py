@@ -55,6 +55,10 @@ class Deliverer:
         self.state = state
         self.policy = policy
         self.stopping = stopping
+        # Deliveries not yet in the ledger. The runtime writes them in one
+        # transaction before it commits offsets: a crash in between redelivers
+        # those events, and the sinks' own idempotency absorbs the repeat.
+        self.unrecorded: list[Delivery] = []
         # Labelled metric children, looked up once per sink instead of per event.
         self._delivered = {name: DELIVERIES.labels(pipeline, name, "delivered")
                            for name in sinks}
@@ -130,7 +134,7 @@ class Deliverer:
                 continue
 
             latency = max(0.0, time.time() - record.appended_at)
-            await self.state.record_delivery(
+            self.unrecorded.append(
                 Delivery(
                     sink=sink_name,
                     event_id=event.id,

@@ -81,6 +81,9 @@ class PipelineRuntime:
         self.state = state
         self.accepts = TypeMatcher(list(types))
         self.steps = list(steps)
+        self._steps = [
+            (step, inspect.iscoroutinefunction(step.run)) for step in self.steps
+        ]
         self.deliverer = deliverer
         self.max_in_flight = max_in_flight
         self.concurrency = concurrency
@@ -89,8 +92,8 @@ class PipelineRuntime:
         self.stopping = deliverer.stopping
         self.processed = 0
         self._lanes: dict[str, deque[tuple[Record, set[tuple[str, str]]]]] = {}
-        self._lane_slots = asyncio.Semaphore(concurrency)
-        self._lane_tasks: set[asyncio.Task[None]] = set()
+        # Keys whose lane has records and no worker yet; None stops a worker.
+        self._ready: asyncio.Queue[str | None] = asyncio.Queue()
         self._room = asyncio.Event()
         self._failure: BaseException | None = None
         self._ledger_sinks = sorted(
@@ -110,6 +113,11 @@ class PipelineRuntime:
         logger.info("pipeline %s started at offsets %s", self.name, _summary(positions))
         last_commit = time.monotonic()
         committed = dict(positions)
+        # A fixed pool of workers takes keys from the ready queue; that costs
+        # less per event than a task per key.
+        workers = [
+            asyncio.create_task(self._work(tracker)) for _ in range(self.concurrency)
+        ]
         try:
             while not self.stopping.is_set() and self._failure is None:
                 room = self.max_in_flight - tracker.in_work
@@ -131,7 +139,11 @@ class PipelineRuntime:
                     await self._commit(tracker, committed)
                     last_commit = time.monotonic()
         finally:
-            await self._drain()
+            # Workers finish the record in hand; the rest is read again next start.
+            self.stopping.set()
+            for _ in workers:
+                self._ready.put_nowait(None)
+            await asyncio.gather(*workers, return_exceptions=True)
             await self._commit(tracker, committed)
             logger.info(
                 "pipeline %s stopped; committed %s", self.name, _summary(committed)
@@ -168,43 +180,44 @@ class PipelineRuntime:
         for record in wanted:
             key = record.event.key
             lane = self._lanes.get(key)
-            if lane is not None:
+            if lane is None:
+                self._lanes[key] = deque([(record, already)])
+                self._ready.put_nowait(key)
+            else:
                 lane.append((record, already))
-                continue
-            self._lanes[key] = deque([(record, already)])
-            await self._lane_slots.acquire()
-            task = asyncio.create_task(self._run_lane(key, tracker))
-            self._lane_tasks.add(task)
-            task.add_done_callback(self._lane_tasks.discard)
 
-    async def _run_lane(self, key: str, tracker: OffsetTracker) -> None:
-        lane = self._lanes[key]
-        try:
-            while lane and not self.stopping.is_set():
-                record, already = lane[0]
-                await self._process(record, already)
-                lane.popleft()
-                tracker.done(record)
-                self.processed += 1
-                self._room.set()
-        except Abandoned:
-            pass
-        except BaseException as exc:
-            # A failure of plantbus itself, such as the state store being
-            # unavailable: stop the pipeline instead of skipping the record.
-            logger.exception("pipeline %s stopped on an internal error", self.name)
-            self._failure = exc
-        finally:
-            del self._lanes[key]
-            self._lane_slots.release()
+    async def _work(self, tracker: OffsetTracker) -> None:
+        """Take keys from the ready queue and work their lanes in order until empty."""
+        while (key := await self._ready.get()) is not None:
+            lane = self._lanes[key]
+            try:
+                while lane and not self.stopping.is_set():
+                    record, already = lane[0]
+                    await self._process(record, already)
+                    lane.popleft()
+                    tracker.done(record)
+                    self.processed += 1
+                    self._room.set()
+            except Abandoned:
+                continue
+            except BaseException as exc:
+                # A failure of plantbus itself, such as the state store being
+                # unavailable: stop instead of skipping the record.
+                logger.exception("pipeline %s stopped on an internal error", self.name)
+                self._failure = exc
+                self.stopping.set()
+                return
+            if not lane:
+                del self._lanes[key]
 
     async def _process(self, record: Record, already: set[tuple[str, str]]) -> None:
         item = WorkItem(record.event)
-        for step in self.steps:
+        for step, is_async in self._steps:
             try:
-                result = step.run(item)
-                if inspect.isawaitable(result):
-                    result = await result
+                if is_async:
+                    result = await step.run(item)  # type: ignore[misc]
+                else:
+                    result = step.run(item)
             except Exception as exc:
                 # A poison event must not stop the pipeline: it becomes a dead
                 # letter and the events after it go on.
@@ -242,15 +255,14 @@ class PipelineRuntime:
     async def _commit(self, tracker: OffsetTracker, committed: dict[int, int]) -> None:
         offsets = tracker.committable()
         changed = {p: o for p, o in offsets.items() if committed.get(p) != o}
+        # The ledger must hold every delivery below an offset before that offset
+        # is committed; otherwise a replay could not tell what had arrived.
+        recorded, self.deliverer.unrecorded = self.deliverer.unrecorded, []
+        await self.state.record_deliveries(recorded)
         if changed:
             await self.log.commit(self.group, changed)
             committed.update(changed)
         CONSUMER_LAG.labels(self.name).set(await self.log.lag(self.group))
-
-    async def _drain(self) -> None:
-        """Let lanes finish the record in hand; the rest is read again next start."""
-        if self._lane_tasks:
-            await asyncio.gather(*list(self._lane_tasks), return_exceptions=True)
 
 
 def _summary(positions: dict[int, int]) -> str:

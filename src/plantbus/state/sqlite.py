@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,16 +63,13 @@ CREATE TABLE IF NOT EXISTS audit (
 
 
 class SqliteStateStore(StateStore):
-    """State store in one SQLite file, written by one thread with group commit."""
+    """State store in one SQLite file, used from one thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # One thread owns the connection, so every statement runs in order and
-        # concurrent ledger writes share one COMMIT.
+        # One thread owns the connection, so every statement runs in order.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="plantbus-state")
         self._connection: sqlite3.Connection | None = None
-        self._pending: list[tuple[Delivery, asyncio.Future[None]]] = []
-        self._flush_scheduled = False
 
     async def start(self) -> None:
         """Open the file and create the tables."""
@@ -97,8 +94,7 @@ class SqliteStateStore(StateStore):
         self._connection = connection
 
     async def close(self) -> None:
-        """Write pending ledger entries and close the file."""
-        await self._flush()
+        """Close the file."""
         if self._connection is not None:
             await self._run(self._connection.close)
             self._connection = None
@@ -138,32 +134,10 @@ class SqliteStateStore(StateStore):
             found.update(rows)
         return found
 
-    async def record_delivery(self, delivery: Delivery) -> None:
-        """Record a delivery; concurrent calls are committed together."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((delivery, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        # Let every coroutine that is ready add its entry before the commit.
-        await asyncio.sleep(0)
-        self._flush_scheduled = False
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            await self._run(self._write_deliveries, [entry for entry, _ in batch])
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+    async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Record deliveries in one transaction; an entry recorded before is kept."""
+        if deliveries:
+            await self._run(self._write_deliveries, list(deliveries))
 
     def _write_deliveries(self, deliveries: list[Delivery]) -> None:
         with self._db() as db:

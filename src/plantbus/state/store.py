@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +63,8 @@ class StateStore(ABC):
         """Return the target reference of each event id already delivered to a sink."""
 
     @abstractmethod
-    async def record_delivery(self, delivery: Delivery) -> None:
-        """Record a delivery durably; recording one twice keeps the first."""
+    async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Record deliveries durably in one write; recording one twice keeps the first."""
 
     @abstractmethod
     async def forget_delivery(self, sink: str, event_id: str) -> None:

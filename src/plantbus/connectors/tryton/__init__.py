@@ -1,0 +1,1 @@
+"""Connector for the Tryton ERP: JSON-RPC client, sink, order source, look-ups."""
