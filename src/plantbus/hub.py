@@ -164,9 +164,12 @@ async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hu
 async def _build_system(name: str, system: TrytonSystem) -> Any:
     from plantbus.connectors.tryton.client import TrytonClient
 
-    client = TrytonClient(system.url, system.user, system.password,
+    client = TrytonClient(system.url, system.database, system.user, system.password,
                           timeout=system.timeout_seconds,
                           max_connections=system.max_connections)
+    await client.start()
+    logger.info("system %s: Tryton database %r at %s", name, system.database,
+                system.url)
     return client
 
 
@@ -195,17 +198,26 @@ def _build_source(config: Any, hub: Hub) -> Source:
                           port=api.port, allow_unknown_types=config.allow_unknown_types,
                           max_body_bytes=api.max_body_bytes)
     if isinstance(config, FolderSourceConfig):
-        from plantbus.connectors.files import FolderSource
+        from functools import partial
 
-        return FolderSource.for_b2mml(config.name, config.path, config.schema_dir,
-                                      plant=config.plant,
-                                      poll_seconds=config.poll_seconds)
+        from plantbus.connectors.files import FolderSource
+        from plantbus.formats.b2mml import parse_b2mml
+
+        config.path.mkdir(parents=True, exist_ok=True)
+        parser = partial(_parse_b2mml, parse_b2mml, config.schema_dir, config.plant)
+        return FolderSource(config.name, config.path, parser,
+                            poll_interval=config.poll_seconds)
     if isinstance(config, TrytonOrdersSourceConfig):
         from plantbus.connectors.tryton.source import TrytonOrderSource
 
         return TrytonOrderSource(config.name, hub.systems[config.system],
                                  poll_seconds=config.poll_seconds)
     raise ConfigError(f"Source kind {type(config).__name__!r} is not supported.")
+
+
+def _parse_b2mml(parse: Any, schema_dir: Any, plant: str | None, data: bytes,
+                 name: str) -> Any:
+    return parse(data, name, schema_dir, plant)
 
 
 def _build_pipeline(config: PipelineConfig, hub: Hub) -> PipelineRuntime:

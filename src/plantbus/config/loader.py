@@ -14,14 +14,17 @@ from plantbus.config.model import (
     STEP_KINDS,
     DeliverStep,
     EnrichStep,
+    FilterStep,
     FolderSourceConfig,
     HubConfig,
+    MapStep,
     RouteStep,
     TrytonOrdersSourceConfig,
     TrytonSinkConfig,
 )
 from plantbus.config.yaml_lines import Location, line_of, load_with_lines
 from plantbus.errors import ConfigError
+from plantbus.pipeline.mapping import compile_expression
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -179,12 +182,44 @@ def _check_references(config: HubConfig, path: Path, lines: dict[Location, int])
                     problem((*where, "deliver"),
                             "`to` is empty and no route step comes before this "
                             "deliver step, so no sink would receive events")
+            for key, expression in _expressions(step):
+                try:
+                    compile_expression(expression)
+                except ConfigError as exc:
+                    problem((*where, *key), str(exc))
         if not isinstance(pipeline.steps[-1], DeliverStep):
             problem(("pipelines", p_index, "steps"),
                     "the last step of a pipeline must be `deliver`")
 
     if problems:
         raise ConfigError("The hub file is invalid:\n  " + "\n  ".join(problems))
+
+
+def _expressions(step: object) -> list[tuple[Location, str]]:
+    """Return the JSONata expressions of a step with their key paths."""
+    if isinstance(step, FilterStep):
+        return [(("filter",), step.filter)]
+    if isinstance(step, EnrichStep):
+        return [(("enrich", "key"), step.enrich.key)]
+    if isinstance(step, RouteStep):
+        return [(("route", index, "when"), rule.when)
+                for index, rule in enumerate(step.route) if rule.when]
+    if isinstance(step, MapStep):
+        if step.map.expression is not None:
+            return [(("map", "expression"), step.map.expression)]
+        return [(("map", "fields", *path), text)
+                for path, text in _leaves(step.map.fields or {}, ())]
+    return []
+
+
+def _leaves(spec: dict[str, Any], path: Location) -> list[tuple[Location, str]]:
+    found: list[tuple[Location, str]] = []
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            found.extend(_leaves(value, (*path, key)))
+        else:
+            found.append(((*path, key), str(value)))
+    return found
 
 
 def _resolve_paths(config: HubConfig) -> None:

@@ -44,8 +44,9 @@ class ApiConfig(Strict):
 
 class TrytonSystem(Strict):
     kind: Literal["tryton"]
-    # RPC root of the database, such as http://127.0.0.1:8000/demo/
+    # Base URL of the trytond server, such as http://127.0.0.1:8000
     url: str
+    database: str
     user: str = "admin"
     password: str
     timeout_seconds: float = Field(default=30.0, gt=0)
@@ -144,7 +145,7 @@ class EnrichStep(Strict):
 class MapOptions(Strict):
     # Either one expression for the whole new data, or one per output field.
     expression: str | None = None
-    fields: dict[str, str] | None = None
+    fields: dict[str, Any] | None = None
     # New event type for the mapped event; by default the type stays.
     type: str | None = None
 

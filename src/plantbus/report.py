@@ -1,0 +1,172 @@
+"""The demo's closing report: what Tryton booked and what the hub did."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from plantbus.connectors.tryton.client import TrytonClient
+from plantbus.hub import Hub
+from plantbus.sim.shift import Shift
+from plantbus.state.store import DeadLetterFilter
+
+
+@dataclass
+class DemoReport:
+    """Figures read back from Tryton and from the hub after a demo run."""
+
+    orders_total: int = 0
+    orders_done: int = 0
+    produced: dict[str, Decimal] = field(default_factory=dict)
+    consumed: dict[str, Decimal] = field(default_factory=dict)
+    expected_produced: dict[str, Decimal] = field(default_factory=dict)
+    expected_consumed: dict[str, Decimal] = field(default_factory=dict)
+    stock: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    rejected_at_ingest: list[str] = field(default_factory=list)
+    dead_letters: list[tuple[str, str, str]] = field(default_factory=list)
+    erp_deliveries: int = 0
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    seconds: float = 0.0
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Return True when Tryton booked exactly what the shop floor reported."""
+        return not self.differences
+
+
+async def build_report(hub: Hub, client: TrytonClient, shift: Shift,
+                       rejected_http: list[str], started: float) -> DemoReport:
+    """Read the figures of the report from Tryton and from the hub."""
+    report = DemoReport(rejected_at_ingest=list(rejected_http))
+    await _read_erp(client, shift, report)
+
+    counts: Counter[str] = Counter()
+    positions = dict.fromkeys(range(hub.log.partitions), 0)
+    while records := await hub.log.read(positions, 5000):
+        for record in records:
+            counts[record.event.type] += 1
+            positions[record.partition] = record.offset
+    report.events_by_type = dict(sorted(counts.items()))
+
+    for letter in await hub.state.dead_letters(DeadLetterFilter(status=None)):
+        report.dead_letters.append(
+            (letter.stage, letter.event_id or letter.details.get("file", letter.source),
+             letter.error))
+
+    deliveries = await hub.state.deliveries(sink="erp")
+    report.erp_deliveries = len(deliveries)
+    latencies = sorted(d.latency for d in deliveries)
+    if len(latencies) >= 2:
+        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+        report.latency_p50, report.latency_p95 = cuts[49], cuts[94]
+
+    report.expected_produced = {k: Decimal(v) for k, v in shift.produced.items()}
+    report.expected_consumed = {k: Decimal(v) for k, v in shift.consumed.items()}
+    for label, booked, expected in (
+        ("produced", report.produced, report.expected_produced),
+        ("consumed", report.consumed, report.expected_consumed),
+    ):
+        for item in sorted(set(booked) | set(expected)):
+            if booked.get(item, Decimal(0)) != expected.get(item, Decimal(0)):
+                report.differences.append(
+                    f"{item}: Tryton {label} {booked.get(item, 0)}, the shop floor "
+                    f"reported {expected.get(item, 0)}")
+    if report.orders_done != len(shift.orders_completed):
+        report.differences.append(
+            f"{report.orders_done} productions are done in Tryton, the shop floor "
+            f"completed {len(shift.orders_completed)}")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _read_erp(client: TrytonClient, shift: Shift, report: DemoReport) -> None:
+    numbers = shift.orders_completed
+    productions = await client.search_read(
+        "production", [("number", "in", numbers)], ["state", "inputs", "outputs"])
+    report.orders_total = len(productions)
+    report.orders_done = sum(1 for p in productions if p["state"] == "done")
+    move_ids = [m for p in productions for m in p["inputs"] + p["outputs"]]
+    moves = await client.read("stock.move", move_ids,
+                              ["product", "quantity", "state", "production_input",
+                               "production_output"])
+    codes = {row["id"]: row["code"] for row in await client.read(
+        "product.product", sorted({m["product"] for m in moves}), ["code"])}
+    for move in moves:
+        if move["state"] != "done":
+            continue
+        target = report.consumed if move["production_input"] else report.produced
+        code = codes[move["product"]]
+        target[code] = target.get(code, Decimal(0)) + Decimal(str(move["quantity"]))
+
+    warehouses = await client.search_read(
+        "stock.location", [("type", "=", "warehouse")], ["code"])
+    for warehouse in warehouses:
+        rows = await client.call(
+            "model.product.product.search_read", [("code", "!=", None)], 0, None,
+            [("code", "ASC")], ["code", "quantity"],
+            {**client.context, "locations": [warehouse["id"]]})
+        report.stock[warehouse["code"]] = {
+            row["code"]: Decimal(str(row["quantity"])) for row in rows}
+
+
+def _number(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
+def print_report(report: DemoReport, console: Console) -> None:
+    """Print the report as tables."""
+    console.rule("Tryton ERP")
+    console.print(f"Production orders done: {report.orders_done} of "
+                  f"{report.orders_total}")
+    items = Table("item", "produced", "consumed", *report.stock, title="Quantities "
+                  "booked in Tryton (stock per plant after the shift)")
+    for item in sorted(set(report.produced) | set(report.consumed)
+                       | {i for s in report.stock.values() for i in s}):
+        items.add_row(item, _number(report.produced.get(item, Decimal(0))),
+                      _number(report.consumed.get(item, Decimal(0))),
+                      *(_number(s.get(item, Decimal(0))) for s in report.stock.values()))
+    console.print(items)
+
+    console.rule("Hub")
+    types = Table("event type", "events in the log", title="Events per type")
+    for event_type, count in report.events_by_type.items():
+        types.add_row(event_type, str(count))
+    types.add_row("total", str(sum(report.events_by_type.values())))
+    console.print(types)
+    console.print(f"ERP postings: {report.erp_deliveries}; delivery latency from "
+                  f"append to ERP confirmation: p50 {_seconds(report.latency_p50)}, "
+                  f"p95 {_seconds(report.latency_p95)}")
+    if report.rejected_at_ingest:
+        console.print("Rejected at ingest (the sender was told at once):")
+        for line in report.rejected_at_ingest:
+            console.print(f"  {line}")
+    letters = Table("stage", "event or file", "reason", title="Dead letters")
+    for stage, subject, reason in report.dead_letters:
+        letters.add_row(stage, str(subject), reason)
+    console.print(letters)
+
+    if report.differences:
+        console.rule("[red]Differences between the ERP and the shop floor")
+        for line in report.differences:
+            console.print(f"[red]{line}[/red]")
+    else:
+        console.print("[green]Tryton booked exactly what the shop floor reported."
+                      "[/green]")
+    console.print(f"Demo finished in {report.seconds:.1f} s.")
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:.0f} ms"
+
+
+__all__: list[Any] = ["DemoReport", "build_report", "print_report"]
