@@ -23,18 +23,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_result  # noqa: E402
+from common import write_result
 
-from plantbus.backbone.sqlite import SqliteLog  # noqa: E402
-from plantbus.config.model import MapOptions, RetryConfig  # noqa: E402
-from plantbus.connectors.memory import MemorySink  # noqa: E402
-from plantbus.events.catalogue import Catalogue  # noqa: E402
-from plantbus.events.envelope import Event  # noqa: E402
-from plantbus.ingest import Ingestor  # noqa: E402
-from plantbus.pipeline.delivery import Deliverer  # noqa: E402
-from plantbus.pipeline.runtime import PipelineRuntime  # noqa: E402
-from plantbus.pipeline.steps import MapStep, ValidateStep  # noqa: E402
-from plantbus.state.sqlite import SqliteStateStore  # noqa: E402
+from plantbus.backbone.sqlite import SqliteLog
+from plantbus.config.model import MapOptions, RetryConfig
+from plantbus.connectors.memory import MemorySink
+from plantbus.events.catalogue import Catalogue
+from plantbus.events.envelope import Event
+from plantbus.ingest import Ingestor
+from plantbus.pipeline.delivery import Deliverer
+from plantbus.pipeline.runtime import PipelineRuntime
+from plantbus.pipeline.steps import MapStep, ValidateStep
+from plantbus.state.sqlite import SqliteStateStore
 
 MAPPING = {
     "order": "data.work_order_id",
@@ -140,10 +140,12 @@ async def measure(
     ingest = Ingestor(log, catalogue)
     share = -(-count // producers)
     started = time.perf_counter()
-    await asyncio.gather(*(
-        ingest_all(ingest, events[start : start + share], batch)
-        for start in range(0, count, share)
-    ))
+    await asyncio.gather(
+        *(
+            ingest_all(ingest, events[start : start + share], batch)
+            for start in range(0, count, share)
+        )
+    )
     await wait_for(sink, count)
     concurrent_seconds = time.perf_counter() - started
     runtime.stopping.set()
@@ -164,7 +166,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument(
-        "--producers", type=int, default=4,
+        "--producers",
+        type=int,
+        default=4,
         help="sources appending at the same time in the end-to-end phase",
     )
     parser.add_argument(
@@ -174,7 +178,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         result = asyncio.run(
             measure(
-                options.events, options.batch, options.keys, options.producers,
+                options.events,
+                options.batch,
+                options.keys,
+                options.producers,
                 Path(folder),
             )
         )

@@ -40,7 +40,7 @@ logger = logging.getLogger("plantbus.demo")
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 HUB_FILE = PACKAGE_ROOT / "examples" / "demo-plant" / "hub.yaml"
-ERP_PASSWORD = "admin"  # noqa: S105 - the throwaway demo database's admin password
+ERP_PASSWORD = "admin"
 HTTP_BATCH = 50
 
 
@@ -90,23 +90,32 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoReport:
         )
 
     started = time.monotonic()
-    with console.status("Preparing the Tryton ERP database (first run builds a "
-                        "template, later runs copy it)..."):
+    with console.status(
+        "Preparing the Tryton ERP database (first run builds a "
+        "template, later runs copy it)..."
+    ):
         database = await asyncio.to_thread(
-            erp_setup.create_database, workdir / "erp", "demo")
+            erp_setup.create_database, workdir / "erp", "demo"
+        )
     server = TrytondServer(database_path=database, work_dir=workdir / "erp")
     await asyncio.to_thread(server.start)
-    console.print(f"Tryton ERP serving database 'demo' on {server.url} "
-                  f"(log: {server.log_path})")
+    console.print(
+        f"Tryton ERP serving database 'demo' on {server.url} (log: {server.log_path})"
+    )
     try:
         return await _run_with_erp(options, console, server, workdir, xsd, started)
     finally:
         await asyncio.to_thread(server.stop)
 
 
-async def _run_with_erp(options: DemoOptions, console: Console,
-                        server: TrytondServer, workdir: Path, xsd: Path,
-                        started: float) -> DemoReport:
+async def _run_with_erp(
+    options: DemoOptions,
+    console: Console,
+    server: TrytondServer,
+    workdir: Path,
+    xsd: Path,
+    started: float,
+) -> DemoReport:
     client = TrytonClient(server.url, server.database, "admin", ERP_PASSWORD)
     await client.start()
     try:
@@ -114,18 +123,21 @@ async def _run_with_erp(options: DemoOptions, console: Console,
         with console.status("Releasing production orders in Tryton..."):
             for plant in ("P1", "P2"):
                 numbers += await erp_setup.release_orders(
-                    client, plant, options.orders_per_plant)
+                    client, plant, options.orders_per_plant
+                )
         console.print(f"Released {len(numbers)} production orders in Tryton.")
         plans = await read_order_plans(client, numbers)
 
         api_port = options.api_port or free_port()
         environ = {
             **os.environ,
-            "TRYTON_URL": server.url, "TRYTON_DATABASE": server.database,
+            "TRYTON_URL": server.url,
+            "TRYTON_DATABASE": server.database,
             "TRYTON_PASSWORD": ERP_PASSWORD,
             "PLANTBUS_DATA_DIR": str(workdir / "hub"),
             "PLANTBUS_INBOX": str(workdir / "inbox"),
-            "PLANTBUS_B2MML_XSD": str(xsd), "PLANTBUS_API_PORT": str(api_port),
+            "PLANTBUS_B2MML_XSD": str(xsd),
+            "PLANTBUS_API_PORT": str(api_port),
         }
         config = load_hub(HUB_FILE, environ=environ)
         (workdir / "inbox").mkdir(parents=True, exist_ok=True)
@@ -134,17 +146,25 @@ async def _run_with_erp(options: DemoOptions, console: Console,
         await hub.started.wait()
         console.print(f"Hub running; API on http://127.0.0.1:{api_port}/v1")
 
-        shift = simulate_shift(plans, start=datetime.now(UTC) - timedelta(hours=8),
-                               seed=options.seed)
+        shift = simulate_shift(
+            plans, start=datetime.now(UTC) - timedelta(hours=8), seed=options.seed
+        )
         try:
-            sent = await _feed(hub, shift, api_port, workdir / "inbox", console,
-                               options.timeout_seconds)
-            report = await build_report(hub, client, shift, sent.rejected_http,
-                                        started)
+            sent = await _feed(
+                hub,
+                shift,
+                api_port,
+                workdir / "inbox",
+                console,
+                options.timeout_seconds,
+            )
+            report = await build_report(hub, client, shift, sent.rejected_http, started)
             print_report(report, console)
             if options.keep_running:
-                console.print(f"Hub and ERP keep running (API http://127.0.0.1:"
-                              f"{api_port}/v1, ERP {server.url}); Ctrl-C stops.")
+                console.print(
+                    f"Hub and ERP keep running (API http://127.0.0.1:"
+                    f"{api_port}/v1, ERP {server.url}); Ctrl-C stops."
+                )
                 hub.install_signal_handlers()
                 await hub.stopping.wait()
         finally:
@@ -158,29 +178,59 @@ async def _run_with_erp(options: DemoOptions, console: Console,
 async def read_order_plans(client: TrytonClient, numbers: list[str]) -> list[OrderPlan]:
     """Read released productions with their inputs and works from Tryton."""
     productions = await client.search_read(
-        "production", [("number", "in", numbers)],
+        "production",
+        [("number", "in", numbers)],
         ["number", "warehouse", "product", "quantity", "unit", "inputs", "works"],
         order=[("id", "ASC")],
     )
-    moves = await client.read("stock.move", [m for p in productions for m in p["inputs"]],
-                              ["product", "quantity", "unit"])
-    works = await client.read("production.work", [w for p in productions for w in p["works"]],
-                              ["operation", "work_center", "sequence"])
-    products = _names(await client.read(
-        "product.product", sorted({p["product"] for p in productions}
-                                  | {m["product"] for m in moves}), ["code"]), "code")
-    units = _names(await client.read(
-        "product.uom", sorted({p["unit"] for p in productions}
-                              | {m["unit"] for m in moves}), ["symbol"]), "symbol")
-    warehouses = _names(await client.read(
-        "stock.location", sorted({p["warehouse"] for p in productions}), ["code"]),
-        "code")
-    operations = _names(await client.read(
-        "production.routing.operation", sorted({w["operation"] for w in works}),
-        ["name"]), "name")
-    centers = _names(await client.read(
-        "production.work.center", sorted({w["work_center"] for w in works}),
-        ["name"]), "name")
+    moves = await client.read(
+        "stock.move",
+        [m for p in productions for m in p["inputs"]],
+        ["product", "quantity", "unit"],
+    )
+    works = await client.read(
+        "production.work",
+        [w for p in productions for w in p["works"]],
+        ["operation", "work_center", "sequence"],
+    )
+    products = _names(
+        await client.read(
+            "product.product",
+            sorted({p["product"] for p in productions} | {m["product"] for m in moves}),
+            ["code"],
+        ),
+        "code",
+    )
+    units = _names(
+        await client.read(
+            "product.uom",
+            sorted({p["unit"] for p in productions} | {m["unit"] for m in moves}),
+            ["symbol"],
+        ),
+        "symbol",
+    )
+    warehouses = _names(
+        await client.read(
+            "stock.location", sorted({p["warehouse"] for p in productions}), ["code"]
+        ),
+        "code",
+    )
+    operations = _names(
+        await client.read(
+            "production.routing.operation",
+            sorted({w["operation"] for w in works}),
+            ["name"],
+        ),
+        "name",
+    )
+    centers = _names(
+        await client.read(
+            "production.work.center",
+            sorted({w["work_center"] for w in works}),
+            ["name"],
+        ),
+        "name",
+    )
     move_by_id = {m["id"]: m for m in moves}
     work_by_id = {w["id"]: w for w in works}
 
@@ -189,21 +239,32 @@ async def read_order_plans(client: TrytonClient, numbers: list[str]) -> list[Ord
         quantity = Decimal(str(production["quantity"]))
         plant = warehouses[production["warehouse"]]
         components = tuple(
-            Component(item=products[move["product"]],
-                      per_unit=(Decimal(str(move["quantity"])) / quantity).normalize(),
-                      unit=units[move["unit"]],
-                      lot=f"{plant}-{products[move['product']]}-L1")
+            Component(
+                item=products[move["product"]],
+                per_unit=(Decimal(str(move["quantity"])) / quantity).normalize(),
+                unit=units[move["unit"]],
+                lot=f"{plant}-{products[move['product']]}-L1",
+            )
             for move in (move_by_id[i] for i in production["inputs"])
         )
-        steps = sorted((work_by_id[i] for i in production["works"]),
-                       key=lambda work: (work["sequence"] or 0, work["id"]))
-        plans.append(OrderPlan(
-            number=production["number"], plant=plant,
-            item=products[production["product"]], quantity=quantity,
-            unit=units[production["unit"]], components=components,
-            operations=tuple(Operation(operations[w["operation"]],
-                                       centers[w["work_center"]]) for w in steps),
-        ))
+        steps = sorted(
+            (work_by_id[i] for i in production["works"]),
+            key=lambda work: (work["sequence"] or 0, work["id"]),
+        )
+        plans.append(
+            OrderPlan(
+                number=production["number"],
+                plant=plant,
+                item=products[production["product"]],
+                quantity=quantity,
+                unit=units[production["unit"]],
+                components=components,
+                operations=tuple(
+                    Operation(operations[w["operation"]], centers[w["work_center"]])
+                    for w in steps
+                ),
+            )
+        )
     return plans
 
 
@@ -211,19 +272,25 @@ def _names(rows: list[dict[str, Any]], field_name: str) -> dict[int, str]:
     return {row["id"]: str(row[field_name]) for row in rows}
 
 
-async def _feed(hub: Hub, shift: Shift, api_port: int, inbox: Path,
-                console: Console, timeout: float) -> Sent:
+async def _feed(
+    hub: Hub, shift: Shift, api_port: int, inbox: Path, console: Console, timeout: float
+) -> Sent:
     """Send the shift to the hub and wait until every pipeline has caught up."""
     sent = Sent()
     total = shift.event_count
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(),
-                  MofNCompleteColumn(), console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         sending = progress.add_task("events sent", total=total)
         posting = progress.add_task("ERP postings", total=None)
         url = f"http://127.0.0.1:{api_port}/v1/events"
         async with aiohttp.ClientSession() as http:
             for start in range(0, len(shift.http_events), HTTP_BATCH):
-                batch = shift.http_events[start:start + HTTP_BATCH]
+                batch = shift.http_events[start : start + HTTP_BATCH]
                 await _post_batch(http, url, batch, sent)
                 progress.advance(sending, len(batch))
                 progress.update(posting, completed=await _erp_deliveries(hub))
@@ -235,8 +302,11 @@ async def _feed(hub: Hub, shift: Shift, api_port: int, inbox: Path,
             sent.files += 1
             progress.advance(sending, 2 + len(completion.consumed))
         # A file that is not B2MML at all, as a misconfigured export would write.
-        _drop(inbox, "broken-export.xml",
-              b"<ProductionPerformance><ID>42</Oops></ProductionPerformance>")
+        _drop(
+            inbox,
+            "broken-export.xml",
+            b"<ProductionPerformance><ID>42</Oops></ProductionPerformance>",
+        )
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -245,15 +315,21 @@ async def _feed(hub: Hub, shift: Shift, api_port: int, inbox: Path,
                 break
             await asyncio.sleep(0.3)
         else:
-            console.print(f"[yellow]The hub did not catch up within {timeout:.0f} s; "
-                          f"the report shows where it stood.[/yellow]")
-        progress.update(posting, completed=await _erp_deliveries(hub),
-                        total=await _erp_deliveries(hub))
+            console.print(
+                f"[yellow]The hub did not catch up within {timeout:.0f} s; "
+                f"the report shows where it stood.[/yellow]"
+            )
+        progress.update(
+            posting,
+            completed=await _erp_deliveries(hub),
+            total=await _erp_deliveries(hub),
+        )
     return sent
 
 
-async def _post_batch(http: aiohttp.ClientSession, url: str, events: list[Event],
-                      sent: Sent) -> None:
+async def _post_batch(
+    http: aiohttp.ClientSession, url: str, events: list[Event], sent: Sent
+) -> None:
     body = b"[" + b",".join(event.to_json() for event in events) + b"]"
     headers = {"Content-Type": "application/cloudevents-batch+json"}
     async with http.post(url, data=body, headers=headers) as response:
@@ -265,7 +341,8 @@ async def _post_batch(http: aiohttp.ClientSession, url: str, events: list[Event]
             sent.rejected_http.append(
                 f"HTTP {response.status}: event {error.get('event_id')!r} field "
                 f"`{error.get('field') or error.get('path')}` is "
-                f"{error.get('value')!r}: {error.get('rule')}")
+                f"{error.get('value')!r}: {error.get('rule')}"
+            )
         if not problem.get("errors"):
             sent.rejected_http.append(f"HTTP {response.status}: {problem}")
 
@@ -274,15 +351,23 @@ def _bad_inputs(shift: Shift) -> list[Event]:
     """Return input a real shop floor sends now and then, to show what happens."""
     order = shift.orders_completed[0]
     comma = Event.create(
-        "production.workorder.progressed.v1", "/plants/P1/mes",
-        {"work_order_id": order, "quantity": {"value": "12,5", "unit": "u"},
-         "duration_seconds": "60"},
+        "production.workorder.progressed.v1",
+        "/plants/P1/mes",
+        {
+            "work_order_id": order,
+            "quantity": {"value": "12,5", "unit": "u"},
+            "duration_seconds": "60",
+        },
         partitionkey=order,
     )
     unknown_item = Event.create(
-        "production.material.consumed.v1", "/plants/P1/mes",
-        {"work_order_id": order, "item": "C-999",
-         "quantity": {"value": "1", "unit": "u"}},
+        "production.material.consumed.v1",
+        "/plants/P1/mes",
+        {
+            "work_order_id": order,
+            "item": "C-999",
+            "quantity": {"value": "1", "unit": "u"},
+        },
         partitionkey=order,
     )
     return [comma, unknown_item]
@@ -292,11 +377,15 @@ def _performance(completion: Any) -> bytes:
     order = completion.order
     return write_production_performance(
         work_order_id=order.number,
-        produced=MaterialLine(order.item, completion.produced, order.unit,
-                              completion.lot),
-        consumed=[MaterialLine(c.item, amount, c.unit, c.lot)
-                  for c, amount in completion.consumed],
-        started_at=completion.started_at, ended_at=completion.completed_at,
+        produced=MaterialLine(
+            order.item, completion.produced, order.unit, completion.lot
+        ),
+        consumed=[
+            MaterialLine(c.item, amount, c.unit, c.lot)
+            for c, amount in completion.consumed
+        ],
+        started_at=completion.started_at,
+        ended_at=completion.completed_at,
     )
 
 
@@ -313,8 +402,9 @@ async def _erp_deliveries(hub: Hub) -> int:
 
 
 async def _caught_up(hub: Hub, inbox: Path) -> bool:
-    if any(path.is_file() and not path.name.startswith(".")
-           for path in inbox.iterdir()):
+    if any(
+        path.is_file() and not path.name.startswith(".") for path in inbox.iterdir()
+    ):
         return False
     for pipeline in hub.pipelines:
         if await hub.log.lag(pipeline.group) > 0:

@@ -71,17 +71,23 @@ class Hub:
         for sink in self.sinks.values():
             await sink.start()
         tasks = [
-            asyncio.create_task(source.run(self.ingest, self.reject, self.stopping),
-                                name=f"source:{source.name}")
+            asyncio.create_task(
+                source.run(self.ingest, self.reject, self.stopping),
+                name=f"source:{source.name}",
+            )
             for source in self.sources
         ] + [
             asyncio.create_task(pipeline.run(), name=f"pipeline:{pipeline.name}")
             for pipeline in self.pipelines
         ]
         tasks.append(asyncio.create_task(self._trim_periodically(), name="retention"))
-        logger.info("hub %s running: %d sources, %d sinks, %d pipelines",
-                    self.config.hub.name, len(self.sources), len(self.sinks),
-                    len(self.pipelines))
+        logger.info(
+            "hub %s running: %d sources, %d sinks, %d pipelines",
+            self.config.hub.name,
+            len(self.sources),
+            len(self.sinks),
+            len(self.pipelines),
+        )
         self.started.set()
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -90,8 +96,11 @@ class Hub:
                     logger.error("%s failed: %s", task.get_name(), task.exception())
                     self.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
-            failures = [t.exception() for t in tasks
-                        if not t.cancelled() and t.exception() is not None]
+            failures = [
+                t.exception()
+                for t in tasks
+                if not t.cancelled() and t.exception() is not None
+            ]
             if failures:
                 raise failures[0]  # type: ignore[misc]
         finally:
@@ -112,12 +121,18 @@ class Hub:
     async def _trim_periodically(self) -> None:
         retention = self.config.backbone.retention
         while not self.stopping.is_set():
-            max_bytes = (int(retention.max_megabytes * 1024 * 1024)
-                         if retention.max_megabytes else None)
-            max_age = retention.max_age_hours * 3600 if retention.max_age_hours else None
+            max_bytes = (
+                int(retention.max_megabytes * 1024 * 1024)
+                if retention.max_megabytes
+                else None
+            )
+            max_age = (
+                retention.max_age_hours * 3600 if retention.max_age_hours else None
+            )
             if max_age or max_bytes:
-                removed = await self.log.trim(max_age_seconds=max_age,
-                                              max_bytes=max_bytes)
+                removed = await self.log.trim(
+                    max_age_seconds=max_age, max_bytes=max_bytes
+                )
                 if removed:
                     logger.info("retention removed %d records from the log", removed)
             try:
@@ -145,10 +160,17 @@ async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hu
     await state.start()
 
     catalogue = catalogue or Catalogue.load()
-    allow_unknown = any(isinstance(s, HttpSourceConfig) and s.allow_unknown_types
-                        for s in config.sources)
-    hub = Hub(config=config, log=log, state=state, catalogue=catalogue,
-              ingest=Ingestor(log, catalogue, allow_unknown_types=allow_unknown))
+    allow_unknown = any(
+        isinstance(s, HttpSourceConfig) and s.allow_unknown_types
+        for s in config.sources
+    )
+    hub = Hub(
+        config=config,
+        log=log,
+        state=state,
+        catalogue=catalogue,
+        ingest=Ingestor(log, catalogue, allow_unknown_types=allow_unknown),
+    )
 
     for name, system in config.systems.items():
         hub.systems[name] = await _build_system(name, system)
@@ -164,12 +186,18 @@ async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hu
 async def _build_system(name: str, system: TrytonSystem) -> Any:
     from plantbus.connectors.tryton.client import TrytonClient
 
-    client = TrytonClient(system.url, system.database, system.user, system.password,
-                          timeout=system.timeout_seconds,
-                          max_connections=system.max_connections)
+    client = TrytonClient(
+        system.url,
+        system.database,
+        system.user,
+        system.password,
+        timeout=system.timeout_seconds,
+        max_connections=system.max_connections,
+    )
     await client.start()
-    logger.info("system %s: Tryton database %r at %s", name, system.database,
-                system.url)
+    logger.info(
+        "system %s: Tryton database %r at %s", name, system.database, system.url
+    )
     return client
 
 
@@ -194,9 +222,14 @@ def _build_source(config: Any, hub: Hub) -> Source:
         from plantbus.connectors.http import HttpSource
 
         api = hub.config.api
-        return HttpSource(hub.catalogue, name=config.name, host=api.host,
-                          port=api.port, allow_unknown_types=config.allow_unknown_types,
-                          max_body_bytes=api.max_body_bytes)
+        return HttpSource(
+            hub.catalogue,
+            name=config.name,
+            host=api.host,
+            port=api.port,
+            allow_unknown_types=config.allow_unknown_types,
+            max_body_bytes=api.max_body_bytes,
+        )
     if isinstance(config, FolderSourceConfig):
         from functools import partial
 
@@ -205,18 +238,21 @@ def _build_source(config: Any, hub: Hub) -> Source:
 
         config.path.mkdir(parents=True, exist_ok=True)
         parser = partial(_parse_b2mml, parse_b2mml, config.schema_dir, config.plant)
-        return FolderSource(config.name, config.path, parser,
-                            poll_interval=config.poll_seconds)
+        return FolderSource(
+            config.name, config.path, parser, poll_interval=config.poll_seconds
+        )
     if isinstance(config, TrytonOrdersSourceConfig):
         from plantbus.connectors.tryton.source import TrytonOrderSource
 
-        return TrytonOrderSource(config.name, hub.systems[config.system],
-                                 poll_seconds=config.poll_seconds)
+        return TrytonOrderSource(
+            config.name, hub.systems[config.system], poll_seconds=config.poll_seconds
+        )
     raise ConfigError(f"Source kind {type(config).__name__!r} is not supported.")
 
 
-def _parse_b2mml(parse: Any, schema_dir: Any, plant: str | None, data: bytes,
-                 name: str) -> Any:
+def _parse_b2mml(
+    parse: Any, schema_dir: Any, plant: str | None, data: bytes, name: str
+) -> Any:
     return parse(data, name, schema_dir, plant)
 
 
@@ -226,10 +262,13 @@ def _build_pipeline(config: PipelineConfig, hub: Hub) -> PipelineRuntime:
     builders: dict[type, Callable[[Any], step_kinds.Step]] = {
         ValidateStep: lambda s: step_kinds.ValidateStep(
             hub.catalogue,
-            allow_unknown_types=bool(s.validate_ and s.validate_.allow_unknown_types)),
+            allow_unknown_types=bool(s.validate_ and s.validate_.allow_unknown_types),
+        ),
         EnrichStep: lambda s: step_kinds.EnrichStep(
-            s.enrich, _lookups(hub, s.enrich.system),
-            cache_seconds=hub.config.systems[s.enrich.system].cache_seconds),
+            s.enrich,
+            _lookups(hub, s.enrich.system),
+            cache_seconds=hub.config.systems[s.enrich.system].cache_seconds,
+        ),
         MapStep: lambda s: step_kinds.MapStep(s.map),
         FilterStep: lambda s: step_kinds.FilterStep(s.filter),
         RouteStep: lambda s: step_kinds.RouteStep(s.route),
@@ -240,11 +279,19 @@ def _build_pipeline(config: PipelineConfig, hub: Hub) -> PipelineRuntime:
             continue
         steps.append(builders[type(step)](step))
 
-    deliverer = Deliverer(config.name, hub.sinks, targets, hub.state, config.retry,
-                          hub.stopping)
-    return PipelineRuntime(config.name, hub.log, hub.state, config.types, steps,
-                           deliverer, max_in_flight=config.max_in_flight,
-                           concurrency=config.concurrency)
+    deliverer = Deliverer(
+        config.name, hub.sinks, targets, hub.state, config.retry, hub.stopping
+    )
+    return PipelineRuntime(
+        config.name,
+        hub.log,
+        hub.state,
+        config.types,
+        steps,
+        deliverer,
+        max_in_flight=config.max_in_flight,
+        concurrency=config.concurrency,
+    )
 
 
 def _lookups(hub: Hub, system: str) -> step_kinds.Lookups:

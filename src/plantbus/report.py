@@ -14,6 +14,7 @@ from rich.table import Table
 
 from plantbus.connectors.tryton.client import TrytonClient
 from plantbus.hub import Hub
+from plantbus.sim.erp_data import PLANTS
 from plantbus.sim.shift import Shift
 from plantbus.state.store import DeadLetterFilter
 
@@ -25,6 +26,7 @@ class DemoReport:
     orders_total: int = 0
     orders_done: int = 0
     produced: dict[str, Decimal] = field(default_factory=dict)
+    scrapped: dict[str, Decimal] = field(default_factory=dict)
     consumed: dict[str, Decimal] = field(default_factory=dict)
     expected_produced: dict[str, Decimal] = field(default_factory=dict)
     expected_consumed: dict[str, Decimal] = field(default_factory=dict)
@@ -44,8 +46,13 @@ class DemoReport:
         return not self.differences
 
 
-async def build_report(hub: Hub, client: TrytonClient, shift: Shift,
-                       rejected_http: list[str], started: float) -> DemoReport:
+async def build_report(
+    hub: Hub,
+    client: TrytonClient,
+    shift: Shift,
+    rejected_http: list[str],
+    started: float,
+) -> DemoReport:
     """Read the figures of the report from Tryton and from the hub."""
     report = DemoReport(rejected_at_ingest=list(rejected_http))
     await _read_erp(client, shift, report)
@@ -60,8 +67,12 @@ async def build_report(hub: Hub, client: TrytonClient, shift: Shift,
 
     for letter in await hub.state.dead_letters(DeadLetterFilter(status=None)):
         report.dead_letters.append(
-            (letter.stage, letter.event_id or letter.details.get("file", letter.source),
-             letter.error))
+            (
+                letter.stage,
+                letter.event_id or letter.details.get("file", letter.source),
+                letter.error,
+            )
+        )
 
     deliveries = await hub.state.deliveries(sink="erp")
     report.erp_deliveries = len(deliveries)
@@ -80,11 +91,13 @@ async def build_report(hub: Hub, client: TrytonClient, shift: Shift,
             if booked.get(item, Decimal(0)) != expected.get(item, Decimal(0)):
                 report.differences.append(
                     f"{item}: Tryton {label} {booked.get(item, 0)}, the shop floor "
-                    f"reported {expected.get(item, 0)}")
+                    f"reported {expected.get(item, 0)}"
+                )
     if report.orders_done != len(shift.orders_completed):
         report.differences.append(
             f"{report.orders_done} productions are done in Tryton, the shop floor "
-            f"completed {len(shift.orders_completed)}")
+            f"completed {len(shift.orders_completed)}"
+        )
     report.seconds = time.monotonic() - started
     return report
 
@@ -92,31 +105,54 @@ async def build_report(hub: Hub, client: TrytonClient, shift: Shift,
 async def _read_erp(client: TrytonClient, shift: Shift, report: DemoReport) -> None:
     numbers = shift.orders_completed
     productions = await client.search_read(
-        "production", [("number", "in", numbers)], ["state", "inputs", "outputs"])
+        "production", [("number", "in", numbers)], ["state", "inputs", "outputs"]
+    )
     report.orders_total = len(productions)
     report.orders_done = sum(1 for p in productions if p["state"] == "done")
     move_ids = [m for p in productions for m in p["inputs"] + p["outputs"]]
-    moves = await client.read("stock.move", move_ids,
-                              ["product", "quantity", "state", "production_input",
-                               "production_output"])
-    codes = {row["id"]: row["code"] for row in await client.read(
-        "product.product", sorted({m["product"] for m in moves}), ["code"])}
+    moves = await client.read(
+        "stock.move",
+        move_ids,
+        ["product", "quantity", "state", "production_input", "to_location"],
+    )
+    codes = {
+        row["id"]: row["code"]
+        for row in await client.read(
+            "product.product", sorted({m["product"] for m in moves}), ["code"]
+        )
+    }
+    warehouses = await client.search_read(
+        "stock.location",
+        [("type", "=", "warehouse"), ("code", "in", PLANTS)],
+        ["code", "waste_locations"],
+        order=[("code", "ASC")],
+    )
+    waste = {location for w in warehouses for location in w["waste_locations"]}
     for move in moves:
         if move["state"] != "done":
             continue
-        target = report.consumed if move["production_input"] else report.produced
+        if move["production_input"]:
+            target = report.consumed
+        elif move["to_location"] in waste:
+            target = report.scrapped
+        else:
+            target = report.produced
         code = codes[move["product"]]
         target[code] = target.get(code, Decimal(0)) + Decimal(str(move["quantity"]))
 
-    warehouses = await client.search_read(
-        "stock.location", [("type", "=", "warehouse")], ["code"])
     for warehouse in warehouses:
         rows = await client.call(
-            "model.product.product.search_read", [("code", "!=", None)], 0, None,
-            [("code", "ASC")], ["code", "quantity"],
-            {**client.context, "locations": [warehouse["id"]]})
+            "model.product.product.search_read",
+            [("code", "!=", None)],
+            0,
+            None,
+            [("code", "ASC")],
+            ["code", "quantity"],
+            {**client.context, "locations": [warehouse["id"]]},
+        )
         report.stock[warehouse["code"]] = {
-            row["code"]: Decimal(str(row["quantity"])) for row in rows}
+            row["code"]: Decimal(str(row["quantity"])) for row in rows
+        }
 
 
 def _number(value: Decimal) -> str:
@@ -126,15 +162,29 @@ def _number(value: Decimal) -> str:
 def print_report(report: DemoReport, console: Console) -> None:
     """Print the report as tables."""
     console.rule("Tryton ERP")
-    console.print(f"Production orders done: {report.orders_done} of "
-                  f"{report.orders_total}")
-    items = Table("item", "produced", "consumed", *report.stock, title="Quantities "
-                  "booked in Tryton (stock per plant after the shift)")
-    for item in sorted(set(report.produced) | set(report.consumed)
-                       | {i for s in report.stock.values() for i in s}):
-        items.add_row(item, _number(report.produced.get(item, Decimal(0))),
-                      _number(report.consumed.get(item, Decimal(0))),
-                      *(_number(s.get(item, Decimal(0))) for s in report.stock.values()))
+    console.print(
+        f"Production orders done: {report.orders_done} of {report.orders_total}"
+    )
+    items = Table(
+        "item",
+        "produced",
+        "scrapped",
+        "consumed",
+        *(f"stock {plant}" for plant in report.stock),
+        title="Quantities booked in Tryton, and stock after the shift",
+    )
+    for item in sorted(
+        set(report.produced)
+        | set(report.consumed)
+        | {i for s in report.stock.values() for i in s}
+    ):
+        items.add_row(
+            item,
+            _number(report.produced.get(item, Decimal(0))),
+            _number(report.scrapped.get(item, Decimal(0))),
+            _number(report.consumed.get(item, Decimal(0))),
+            *(_number(s.get(item, Decimal(0))) for s in report.stock.values()),
+        )
     console.print(items)
 
     console.rule("Hub")
@@ -143,9 +193,11 @@ def print_report(report: DemoReport, console: Console) -> None:
         types.add_row(event_type, str(count))
     types.add_row("total", str(sum(report.events_by_type.values())))
     console.print(types)
-    console.print(f"ERP postings: {report.erp_deliveries}; delivery latency from "
-                  f"append to ERP confirmation: p50 {_seconds(report.latency_p50)}, "
-                  f"p95 {_seconds(report.latency_p95)}")
+    console.print(
+        f"ERP postings: {report.erp_deliveries}; delivery latency from "
+        f"append to ERP confirmation: p50 {_seconds(report.latency_p50)}, "
+        f"p95 {_seconds(report.latency_p95)}"
+    )
     if report.rejected_at_ingest:
         console.print("Rejected at ingest (the sender was told at once):")
         for line in report.rejected_at_ingest:
@@ -160,8 +212,9 @@ def print_report(report: DemoReport, console: Console) -> None:
         for line in report.differences:
             console.print(f"[red]{line}[/red]")
     else:
-        console.print("[green]Tryton booked exactly what the shop floor reported."
-                      "[/green]")
+        console.print(
+            "[green]Tryton booked exactly what the shop floor reported.[/green]"
+        )
     console.print(f"Demo finished in {report.seconds:.1f} s.")
 
 

@@ -25,12 +25,19 @@ def error_of(path: Path, environ: dict[str, str] | None = None) -> str:
 
 
 def test_demo_hub_file_loads_with_its_variables() -> None:
-    config = load_hub(REPO / "examples/demo-plant/hub.yaml",
-                      environ={"TRYTON_URL": "http://127.0.0.1:1",
-                               "TRYTON_DATABASE": "demo",
-                               "TRYTON_PASSWORD": "secret"})
+    config = load_hub(
+        REPO / "examples/demo-plant/hub.yaml",
+        environ={
+            "TRYTON_URL": "http://127.0.0.1:1",
+            "TRYTON_DATABASE": "demo",
+            "TRYTON_PASSWORD": "secret",
+        },
+    )
     assert [p.name for p in config.pipelines] == [
-        "erp-postings", "production-analytics", "machine-stops"]
+        "erp-postings",
+        "production-analytics",
+        "machine-stops",
+    ]
     assert config.systems["erp"].password == "secret"
     assert config.hub.data_dir.is_absolute()
 
@@ -43,7 +50,9 @@ def test_loader_names_line_and_key_of_wrong_value(tmp_path: Path) -> None:
 
 
 def test_loader_rejects_misspelt_key(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 sinks:
   - {name: mem, kind: memory}
 pipelines:
@@ -52,14 +61,17 @@ pipelines:
       max_atempts: 3
     steps:
       - deliver: {to: [mem]}
-""")
+""",
+    )
     message = error_of(path)
     assert f"{path}:6: key `pipelines[0].retry.max_atempts`" in message
     assert "Extra inputs are not permitted" in message
 
 
 def test_loader_rejects_unknown_step_kind(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 sinks:
   - {name: mem, kind: memory}
 pipelines:
@@ -67,14 +79,17 @@ pipelines:
     steps:
       - mapp: {fields: {a: data.x}}
       - deliver: {to: [mem]}
-""")
+""",
+    )
     message = error_of(path)
     assert f"{path}:6: key `pipelines[0].steps[0]`" in message
     assert "one of: validate, enrich, map, filter, route, deliver" in message
 
 
 def test_loader_rejects_unknown_sink_reference(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 sinks:
   - {name: mem, kind: memory}
 pipelines:
@@ -82,27 +97,33 @@ pipelines:
     steps:
       - deliver:
           to: [erp]
-""")
+""",
+    )
     message = error_of(path)
     assert f"{path}:7: key `pipelines[0].steps[0].deliver.to`" in message
     assert "no sink is called 'erp'" in message
 
 
 def test_loader_rejects_bad_source_option(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 sources:
   - name: drop
     kind: folder
     path: in
     schema_dir: xsd
     poll_seconds: -1
-""")
+""",
+    )
     message = error_of(path)
     assert f"{path}:6: key `sources[0].poll_seconds` (value -1)" in message
 
 
 def test_loader_rejects_jsonata_syntax_error(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 sinks:
   - {name: mem, kind: memory}
 pipelines:
@@ -110,14 +131,18 @@ pipelines:
     steps:
       - filter: "data.x = "
       - deliver: {to: [mem]}
-""")
+""",
+    )
     message = error_of(path)
     assert f"{path}:6: key `pipelines[0].steps[0].filter`" in message
 
 
 def test_loader_reports_missing_environment_variable(tmp_path: Path) -> None:
-    path = write(tmp_path, "systems:\n  erp:\n    kind: tryton\n    url: ${ERP_URL}\n"
-                           "    database: demo\n    password: x\n")
+    path = write(
+        tmp_path,
+        "systems:\n  erp:\n    kind: tryton\n    url: ${ERP_URL}\n"
+        "    database: demo\n    password: x\n",
+    )
     message = error_of(path)
     assert f"{path}:4: key `systems.erp.url`" in message
     assert "'ERP_URL', which is not set" in message

@@ -25,9 +25,13 @@ FAST_RETRY = RetryConfig(max_attempts=3, initial_seconds=0.01, max_seconds=0.05)
 
 def progressed(order: str, number: int, value: str = "1") -> Event:
     return Event.create(
-        "production.workorder.progressed.v1", "/test",
-        {"work_order_id": order, "quantity": {"value": value, "unit": "u"},
-         "duration_seconds": str(number)},
+        "production.workorder.progressed.v1",
+        "/test",
+        {
+            "work_order_id": order,
+            "quantity": {"value": value, "unit": "u"},
+            "duration_seconds": str(number),
+        },
         partitionkey=order,
     )
 
@@ -64,13 +68,23 @@ async def stores(tmp_path: Path):
     await log.close()
 
 
-def make_runtime(log, state, sink: Sink, steps: list[Step] | None = None,
-                 **options) -> PipelineRuntime:
+def make_runtime(
+    log, state, sink: Sink, steps: list[Step] | None = None, **options
+) -> PipelineRuntime:
     stopping = asyncio.Event()
-    deliverer = Deliverer("test", {sink.name: sink}, [sink.name], state, FAST_RETRY,
-                          stopping)
-    return PipelineRuntime("test", log, state, ["production.*"], steps or [],
-                           deliverer, commit_interval=0.01, **options)
+    deliverer = Deliverer(
+        "test", {sink.name: sink}, [sink.name], state, FAST_RETRY, stopping
+    )
+    return PipelineRuntime(
+        "test",
+        log,
+        state,
+        ["production.*"],
+        steps or [],
+        deliverer,
+        commit_interval=0.01,
+        **options,
+    )
 
 
 async def run_until(runtime: PipelineRuntime, condition, timeout: float = 10) -> None:
@@ -170,10 +184,15 @@ async def test_runtime_steps_validate_filter_and_map(stores) -> None:
     steps: list[Step] = [
         ValidateStep(Catalogue.load(), allow_unknown_types=False),
         FilterStep('data.quantity.value != "0"'),
-        MapStep(MapOptions(fields={"order": "data.work_order_id",
-                                   "qty": "data.quantity.value & ' ' & "
-                                          "data.quantity.unit"},
-                           type="analytics.progress.v1")),
+        MapStep(
+            MapOptions(
+                fields={
+                    "order": "data.work_order_id",
+                    "qty": "data.quantity.value & ' ' & data.quantity.unit",
+                },
+                type="analytics.progress.v1",
+            )
+        ),
     ]
     runtime = make_runtime(log, state, sink, steps)
 

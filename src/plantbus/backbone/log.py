@@ -83,9 +83,7 @@ class EventLog(ABC):
         """
 
     @abstractmethod
-    async def read(
-        self, positions: Mapping[int, int], limit: int
-    ) -> list[Record]:
+    async def read(self, positions: Mapping[int, int], limit: int) -> list[Record]:
         """Return up to `limit` records in offset order.
 
         Only partitions named in `positions` are read, and from each only the

@@ -59,16 +59,23 @@ def load_hub(path: Path, *, environ: dict[str, str] | None = None) -> HubConfig:
 
 
 def _substitute(
-    value: Any, where: Location, environ: dict[str, str], path: Path,
+    value: Any,
+    where: Location,
+    environ: dict[str, str],
+    path: Path,
     lines: dict[Location, int],
 ) -> Any:
     """Replace ${NAME} and ${NAME:-default} in strings with environment values."""
     if isinstance(value, dict):
-        return {k: _substitute(v, (*where, k), environ, path, lines)
-                for k, v in value.items()}
+        return {
+            k: _substitute(v, (*where, k), environ, path, lines)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_substitute(v, (*where, i), environ, path, lines)
-                for i, v in enumerate(value)]
+        return [
+            _substitute(v, (*where, i), environ, path, lines)
+            for i, v in enumerate(value)
+        ]
     if not isinstance(value, str):
         return value
 
@@ -104,8 +111,12 @@ def _yaml_location(loc: tuple[Any, ...]) -> Location:
     """Drop the member tags that pydantic adds to locations inside tagged unions."""
     kept: list[str | int] = []
     for index, part in enumerate(loc):
-        in_union = index >= 2 and loc[index - 2] in ("sources", "sinks", "systems",
-                                                      "steps")
+        in_union = index >= 2 and loc[index - 2] in (
+            "sources",
+            "sinks",
+            "systems",
+            "steps",
+        )
         following = loc[index + 1] if index + 1 < len(loc) else None
         # Steps repeat their kind (`map`, `map`); the first one is the tag.
         is_tag = part in _UNION_TAGS and (part not in STEP_KINDS or following == part)
@@ -116,10 +127,22 @@ def _yaml_location(loc: tuple[Any, ...]) -> Location:
 
 
 # Names that pydantic puts into error locations for the members of tagged unions.
-_UNION_TAGS = frozenset({
-    "http", "folder", "tryton_orders", "tryton", "file", "memory",
-    "validate", "enrich", "map", "filter", "route", "deliver",
-})
+_UNION_TAGS = frozenset(
+    {
+        "http",
+        "folder",
+        "tryton_orders",
+        "tryton",
+        "file",
+        "memory",
+        "validate",
+        "enrich",
+        "map",
+        "filter",
+        "route",
+        "deliver",
+    }
+)
 
 
 def _dotted(location: Location) -> str:
@@ -129,67 +152,91 @@ def _dotted(location: Location) -> str:
     return text or "(top)"
 
 
-def _check_references(config: HubConfig, path: Path, lines: dict[Location, int]) -> None:
+def _check_references(
+    config: HubConfig, path: Path, lines: dict[Location, int]
+) -> None:
     """Check that every named system and sink exists and names are unique."""
     problems: list[str] = []
 
     def problem(location: Location, message: str) -> None:
-        problems.append(f"{path}:{line_of(lines, location)}: key "
-                        f"`{_dotted(location)}`: {message}")
+        problems.append(
+            f"{path}:{line_of(lines, location)}: key `{_dotted(location)}`: {message}"
+        )
 
     sinks = [sink.name for sink in config.sinks]
-    for kind, names in (("sink", sinks),
-                        ("source", [source.name for source in config.sources]),
-                        ("pipeline", [p.name for p in config.pipelines])):
+    for kind, names in (
+        ("sink", sinks),
+        ("source", [source.name for source in config.sources]),
+        ("pipeline", [p.name for p in config.pipelines]),
+    ):
         seen: set[str] = set()
         for index, name in enumerate(names):
             if name in seen:
-                problem((f"{kind}s", index, "name"),
-                        f"the {kind} name {name!r} is used twice; names must be unique")
+                problem(
+                    (f"{kind}s", index, "name"),
+                    f"the {kind} name {name!r} is used twice; names must be unique",
+                )
             seen.add(name)
 
     systems = set(config.systems)
     for index, source in enumerate(config.sources):
-        if isinstance(source, TrytonOrdersSourceConfig) and source.system not in systems:
-            problem(("sources", index, "system"),
-                    f"no system is called {source.system!r}; known: {sorted(systems)}")
+        if (
+            isinstance(source, TrytonOrdersSourceConfig)
+            and source.system not in systems
+        ):
+            problem(
+                ("sources", index, "system"),
+                f"no system is called {source.system!r}; known: {sorted(systems)}",
+            )
     for index, sink in enumerate(config.sinks):
         if isinstance(sink, TrytonSinkConfig) and sink.system not in systems:
-            problem(("sinks", index, "system"),
-                    f"no system is called {sink.system!r}; known: {sorted(systems)}")
+            problem(
+                ("sinks", index, "system"),
+                f"no system is called {sink.system!r}; known: {sorted(systems)}",
+            )
 
     for p_index, pipeline in enumerate(config.pipelines):
         routed = False
         for s_index, step in enumerate(pipeline.steps):
             where = ("pipelines", p_index, "steps", s_index)
             if isinstance(step, EnrichStep) and step.enrich.system not in systems:
-                problem((*where, "enrich", "system"),
-                        f"no system is called {step.enrich.system!r}; "
-                        f"known: {sorted(systems)}")
+                problem(
+                    (*where, "enrich", "system"),
+                    f"no system is called {step.enrich.system!r}; "
+                    f"known: {sorted(systems)}",
+                )
             if isinstance(step, RouteStep):
                 routed = True
                 for r_index, rule in enumerate(step.route):
                     for name in rule.to:
                         if name not in sinks:
-                            problem((*where, "route", r_index, "to"),
-                                    f"no sink is called {name!r}; known: {sinks}")
+                            problem(
+                                (*where, "route", r_index, "to"),
+                                f"no sink is called {name!r}; known: {sinks}",
+                            )
             if isinstance(step, DeliverStep):
                 for name in step.deliver.to:
                     if name not in sinks:
-                        problem((*where, "deliver", "to"),
-                                f"no sink is called {name!r}; known: {sinks}")
+                        problem(
+                            (*where, "deliver", "to"),
+                            f"no sink is called {name!r}; known: {sinks}",
+                        )
                 if not step.deliver.to and not routed:
-                    problem((*where, "deliver"),
-                            "`to` is empty and no route step comes before this "
-                            "deliver step, so no sink would receive events")
+                    problem(
+                        (*where, "deliver"),
+                        "`to` is empty and no route step comes before this "
+                        "deliver step, so no sink would receive events",
+                    )
             for key, expression in _expressions(step):
                 try:
                     compile_expression(expression)
                 except ConfigError as exc:
                     problem((*where, *key), str(exc))
         if not isinstance(pipeline.steps[-1], DeliverStep):
-            problem(("pipelines", p_index, "steps"),
-                    "the last step of a pipeline must be `deliver`")
+            problem(
+                ("pipelines", p_index, "steps"),
+                "the last step of a pipeline must be `deliver`",
+            )
 
     if problems:
         raise ConfigError("The hub file is invalid:\n  " + "\n  ".join(problems))
@@ -202,13 +249,18 @@ def _expressions(step: object) -> list[tuple[Location, str]]:
     if isinstance(step, EnrichStep):
         return [(("enrich", "key"), step.enrich.key)]
     if isinstance(step, RouteStep):
-        return [(("route", index, "when"), rule.when)
-                for index, rule in enumerate(step.route) if rule.when]
+        return [
+            (("route", index, "when"), rule.when)
+            for index, rule in enumerate(step.route)
+            if rule.when
+        ]
     if isinstance(step, MapStep):
         if step.map.expression is not None:
             return [(("map", "expression"), step.map.expression)]
-        return [(("map", "fields", *path), text)
-                for path, text in _leaves(step.map.fields or {}, ())]
+        return [
+            (("map", "fields", *path), text)
+            for path, text in _leaves(step.map.fields or {}, ())
+        ]
     return []
 
 

@@ -208,8 +208,7 @@ StepConfig = Annotated[
         _step_kind,
         custom_error_type="invalid_step",
         custom_error_message=(
-            "a step is a mapping with exactly one key, one of: "
-            + ", ".join(STEP_KINDS)
+            "a step is a mapping with exactly one key, one of: " + ", ".join(STEP_KINDS)
         ),
     ),
 ]

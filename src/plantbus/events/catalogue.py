@@ -22,8 +22,15 @@ import jsonschema
 from plantbus.errors import SchemaError, Violation
 from plantbus.events.envelope import Event
 
-DOMAINS = ("production", "inventory", "quality", "maintenance", "logistics",
-           "supply", "masterdata")
+DOMAINS = (
+    "production",
+    "inventory",
+    "quality",
+    "maintenance",
+    "logistics",
+    "supply",
+    "masterdata",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +99,11 @@ class EventType:
             if error.validator == "additionalProperties":
                 allowed = ", ".join(sorted(error.schema.get("properties", {})))
                 found.extend(
-                    Violation(f"{path}.{name}", error.instance[name],
-                              f"the schema defines no such field; allowed: {allowed}")
+                    Violation(
+                        f"{path}.{name}",
+                        error.instance[name],
+                        f"the schema defines no such field; allowed: {allowed}",
+                    )
                     for name in error.instance
                     if name not in error.schema.get("properties", {})
                 )
@@ -181,9 +191,13 @@ class Catalogue:
             known = ", ".join(sorted(self._types))
             raise SchemaError(
                 event.id,
-                [Violation("type", event.type,
-                           f"the type is not in the event catalogue; known types: "
-                           f"{known}")],
+                [
+                    Violation(
+                        "type",
+                        event.type,
+                        f"the type is not in the event catalogue; known types: {known}",
+                    )
+                ],
             )
 
         violations = event_type.violations(event.data)
@@ -193,9 +207,11 @@ class Catalogue:
         if event.dataschema is None:
             event.dataschema = event_type.schema_id
         if event.partitionkey is None:
-            event.partitionkey = str(event.data[event_type.partition_field]) if (
-                event_type.partition_field in event.data
-            ) else None
+            event.partitionkey = (
+                str(event.data[event_type.partition_field])
+                if (event_type.partition_field in event.data)
+                else None
+            )
 
 
 def _event_type(document: dict[str, Any]) -> EventType:

@@ -23,12 +23,25 @@ SPEC_VERSION = "1.0"
 
 # Attributes that CloudEvents 1.0 defines; everything else is an extension.
 CONTEXT_ATTRIBUTES = frozenset(
-    {"specversion", "id", "source", "type", "subject", "time", "datacontenttype",
-     "dataschema"}
+    {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "dataschema",
+    }
 )
 # Extension attributes that plantbus gives a meaning to.
-PLANTBUS_EXTENSIONS = ("correlationid", "causationid", "plant", "partitionkey",
-                       "traceparent")
+PLANTBUS_EXTENSIONS = (
+    "correlationid",
+    "causationid",
+    "plant",
+    "partitionkey",
+    "traceparent",
+)
 
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 # RFC 3339 date-time: seconds are required and the offset is Z or +hh:mm.
@@ -121,7 +134,7 @@ class Event:
 
     @property
     def key(self) -> str:
-        """Return the key that orders this event: the partition key, else the subject."""
+        """Return the key that orders this event: partition key, else subject."""
         return self.partitionkey or self.subject or self.id
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,8 +145,13 @@ class Event:
             "source": self.source,
             "type": self.type,
         }
-        for name in ("subject", "time", "datacontenttype", "dataschema",
-                     *PLANTBUS_EXTENSIONS):
+        for name in (
+            "subject",
+            "time",
+            "datacontenttype",
+            "dataschema",
+            *PLANTBUS_EXTENSIONS,
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -165,8 +183,9 @@ class Event:
         violations = check_envelope(document)
         event_id = document.get("id") if isinstance(document, dict) else None
         if violations:
-            raise EnvelopeError(event_id if isinstance(event_id, str) else None,
-                                violations)
+            raise EnvelopeError(
+                event_id if isinstance(event_id, str) else None, violations
+            )
         return cls._build(document)
 
     @classmethod
@@ -215,11 +234,15 @@ def check_envelope(document: Any) -> list[Violation]:
         elif value == "":
             violations.append(Violation(name, value, "must not be empty"))
     if isinstance(document.get("specversion"), str) and document["specversion"] not in (
-        "", SPEC_VERSION
+        "",
+        SPEC_VERSION,
     ):
         violations.append(
-            Violation("specversion", document["specversion"],
-                      f"only CloudEvents {SPEC_VERSION!r} is supported")
+            Violation(
+                "specversion",
+                document["specversion"],
+                f"only CloudEvents {SPEC_VERSION!r} is supported",
+            )
         )
 
     for name in ("subject", "datacontenttype", "dataschema"):
@@ -231,12 +254,17 @@ def check_envelope(document: Any) -> list[Violation]:
         elif value == "":
             violations.append(Violation(name, value, "must not be empty when present"))
     content_type = document.get("datacontenttype")
-    if isinstance(content_type, str) and content_type and not _MEDIA_TYPE.match(
-        content_type
+    if (
+        isinstance(content_type, str)
+        and content_type
+        and not _MEDIA_TYPE.match(content_type)
     ):
         violations.append(
-            Violation("datacontenttype", content_type,
-                      "expected an RFC 2046 media type such as 'application/json'")
+            Violation(
+                "datacontenttype",
+                content_type,
+                "expected an RFC 2046 media type such as 'application/json'",
+            )
         )
 
     time = document.get("time")
@@ -248,17 +276,24 @@ def check_envelope(document: Any) -> list[Violation]:
                 parse_time(time)
             except ValueError:
                 violations.append(
-                    Violation("time", time,
-                              "expected an RFC 3339 timestamp such as "
-                              "'2026-03-01T06:00:00Z'")
+                    Violation(
+                        "time",
+                        time,
+                        "expected an RFC 3339 timestamp such as '2026-03-01T06:00:00Z'",
+                    )
                 )
 
-    if "data" in document and document.get("data_base64") is not None and (
-        document.get("data") is not None
+    if (
+        "data" in document
+        and document.get("data_base64") is not None
+        and (document.get("data") is not None)
     ):
         violations.append(
-            Violation("data_base64", document["data_base64"],
-                      "`data` and `data_base64` must not both be present")
+            Violation(
+                "data_base64",
+                document["data_base64"],
+                "`data` and `data_base64` must not both be present",
+            )
         )
 
     violations.extend(_check_data_base64(document.get("data_base64")))
@@ -268,9 +303,12 @@ def check_envelope(document: Any) -> list[Violation]:
             continue
         if not _EXTENSION_NAME.match(name):
             violations.append(
-                Violation(name, value,
-                          "extension attribute names must be 1 to 20 lower-case "
-                          "letters or digits")
+                Violation(
+                    name,
+                    value,
+                    "extension attribute names must be 1 to 20 lower-case "
+                    "letters or digits",
+                )
             )
             continue
         violations.extend(_check_extension_value(name, value))
@@ -298,8 +336,9 @@ def _check_extension_value(name: str, value: Any) -> list[Violation]:
             return []
         return [Violation(name, value, "integers must fit in 32 signed bits")]
     return [
-        Violation(name, value,
-                  "extension values must be a string, a boolean or an integer")
+        Violation(
+            name, value, "extension values must be a string, a boolean or an integer"
+        )
     ]
 
 

@@ -7,8 +7,16 @@ import logging
 import structlog
 
 # Keys that callers put into `extra` and that belong in the rendered line.
-_CONTEXT_KEYS = ("event_id", "correlation_id", "sink", "stage", "dead_letter_id",
-                 "error", "pipeline", "source")
+_CONTEXT_KEYS = (
+    "event_id",
+    "correlation_id",
+    "sink",
+    "stage",
+    "dead_letter_id",
+    "error",
+    "pipeline",
+    "source",
+)
 
 
 def _copy_extra(

@@ -38,7 +38,7 @@ def backoff_seconds(
 
 
 class Deliverer:
-    """Deliver a work item to its sinks exactly once each, as far as plantbus can tell."""
+    """Deliver work items to their sinks, once per sink as far as the ledger tells."""
 
     def __init__(
         self,
@@ -60,12 +60,15 @@ class Deliverer:
         # those events, and the sinks' own idempotency absorbs the repeat.
         self.unrecorded: list[Delivery] = []
         # Labelled metric children, looked up once per sink instead of per event.
-        self._delivered = {name: DELIVERIES.labels(pipeline, name, "delivered")
-                           for name in sinks}
-        self._skipped = {name: DELIVERIES.labels(pipeline, name, "skipped")
-                         for name in sinks}
-        self._latency = {name: DELIVERY_LATENCY.labels(pipeline, name)
-                         for name in sinks}
+        self._delivered = {
+            name: DELIVERIES.labels(pipeline, name, "delivered") for name in sinks
+        }
+        self._skipped = {
+            name: DELIVERIES.labels(pipeline, name, "skipped") for name in sinks
+        }
+        self._latency = {
+            name: DELIVERY_LATENCY.labels(pipeline, name) for name in sinks
+        }
 
     def targets(self, item: WorkItem) -> list[str]:
         """Return the sinks that an item goes to."""
@@ -130,7 +133,7 @@ class Deliverer:
                         "correlation_id": event.correlationid,
                     },
                 )
-                await self._wait(wait)
+                await self.wait(wait)
                 continue
 
             latency = max(0.0, time.time() - record.appended_at)
@@ -149,7 +152,8 @@ class Deliverer:
             self._latency[sink_name].observe(latency)
             return
 
-    async def _wait(self, seconds: float) -> None:
+    async def wait(self, seconds: float) -> None:
+        """Sleep before a retry; raise Abandoned when the hub stops meanwhile."""
         try:
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
         except TimeoutError:

@@ -18,8 +18,9 @@ from collections import deque
 from collections.abc import Sequence
 
 from plantbus.backbone.log import EventLog, Record
+from plantbus.errors import RetryableDeliveryError
 from plantbus.observability.metrics import CONSUMER_LAG, DEAD_LETTERS, STEP_FAILURES
-from plantbus.pipeline.delivery import Abandoned, Deliverer
+from plantbus.pipeline.delivery import Abandoned, Deliverer, backoff_seconds
 from plantbus.pipeline.steps import Step, TypeMatcher, WorkItem
 from plantbus.state.dead_letters import Attempt, DeadLetter
 from plantbus.state.store import StateStore
@@ -154,7 +155,7 @@ class PipelineRuntime:
     async def _wait_or_stop(self, awaitable: object, timeout: float) -> None:
         waiter = asyncio.ensure_future(awaitable)  # type: ignore[arg-type]
         stopper = asyncio.ensure_future(self.stopping.wait())
-        done, pending = await asyncio.wait(
+        _, pending = await asyncio.wait(
             {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         for task in pending:
@@ -213,21 +214,38 @@ class PipelineRuntime:
     async def _process(self, record: Record, already: set[tuple[str, str]]) -> None:
         item = WorkItem(record.event)
         for step, is_async in self._steps:
-            try:
-                if is_async:
-                    result = await step.run(item)  # type: ignore[misc]
-                else:
-                    result = step.run(item)
-            except Exception as exc:
-                # A poison event must not stop the pipeline: it becomes a dead
-                # letter and the events after it go on.
-                await self._step_failed(step.name, record, exc)
-                return
+            attempts: list[Attempt] = []
+            while True:
+                try:
+                    if is_async:
+                        result = await step.run(item)  # type: ignore[misc]
+                    else:
+                        result = step.run(item)
+                    break
+                except RetryableDeliveryError as exc:
+                    # Another system failed for a while (an enrich look-up timed
+                    # out): wait and try again, as a delivery would.
+                    attempts.append(Attempt(time.time(), str(exc)))
+                    policy = self.deliverer.policy
+                    if len(attempts) >= policy.max_attempts:
+                        await self._step_failed(step.name, record, exc, attempts)
+                        return
+                    await self.deliverer.wait(
+                        backoff_seconds(policy, len(attempts), exc.retry_after)
+                    )
+                except Exception as exc:
+                    # A poison event must not stop the pipeline: it becomes a
+                    # dead letter and the events after it go on.
+                    attempts.append(Attempt(time.time(), str(exc)))
+                    await self._step_failed(step.name, record, exc, attempts)
+                    return
             if not result:
                 return
         await self.deliverer.deliver(item, record, already)
 
-    async def _step_failed(self, step: str, record: Record, exc: Exception) -> None:
+    async def _step_failed(
+        self, step: str, record: Record, exc: Exception, attempts: list[Attempt]
+    ) -> None:
         STEP_FAILURES.labels(self.name, step).inc()
         DEAD_LETTERS.labels(step).inc()
         event = record.event
@@ -248,7 +266,7 @@ class PipelineRuntime:
                 event_type=event.type,
                 pipeline=self.name,
                 offset=record.offset,
-                attempts=[Attempt(time.time(), str(exc))],
+                attempts=attempts,
             )
         )
 

@@ -7,6 +7,7 @@ that a route step chose. The deliver step is in `delivery.py`.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable
@@ -104,6 +105,7 @@ class EnrichStep:
         self.key = compile_expression(options.key)
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._pending: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
 
     async def run(self, item: WorkItem) -> bool:
         key = self.key.evaluate(item.document, item.bindings)
@@ -132,7 +134,18 @@ class EnrichStep:
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self.cache_seconds:
             return cached[1]
-        record = await self.lookups.lookup(self.options.lookup, key)
+
+        # Concurrent events with the same key share one look-up, so that a
+        # burst does not send the same query to the other system many times.
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = asyncio.ensure_future(self.lookups.lookup(self.options.lookup, key))
+        self._pending[key] = pending
+        try:
+            record = await pending
+        finally:
+            del self._pending[key]
         self._cache[key] = (now, record)
         return record
 

@@ -16,12 +16,14 @@ plants, in two lots each. Production orders are released over RPC with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -165,6 +167,11 @@ def create_database(
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.sqlite"
     shutil.copyfile(template, target)
+    # trytond opens SQLite in rollback-journal mode, where a writer and the
+    # readers block each other; the WAL mode is stored in the file, so every
+    # trytond connection then reads while the sink posts.
+    with contextlib.closing(sqlite3.connect(target)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
     return target
 
 

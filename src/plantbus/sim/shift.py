@@ -117,23 +117,41 @@ def simulate_shift(
         correlation = order.number
         started_at = clock + timedelta(minutes=rng.randint(0, 20))
 
-        def make(event_type: str, data: dict[str, Any], at: datetime, *name: object,
-                 order: OrderPlan = order, source: str = source,
-                 correlation: str = correlation) -> Event:
+        def make(
+            event_type: str,
+            data: dict[str, Any],
+            at: datetime,
+            *name: object,
+            order: OrderPlan = order,
+            source: str = source,
+            correlation: str = correlation,
+        ) -> Event:
             return Event(
                 id=_event_id(order.number, event_type, *name),
-                source=source, type=event_type, data=data, subject=order.number,
-                time=format_time(at), correlationid=correlation,
-                plant=order.plant, partitionkey=order.number,
+                source=source,
+                type=event_type,
+                data=data,
+                subject=order.number,
+                time=format_time(at),
+                correlationid=correlation,
+                plant=order.plant,
+                partitionkey=order.number,
             )
 
-        shift.http_events.append(make(
-            "production.workorder.started.v1",
-            {"work_order_id": order.number, "started_at": format_time(started_at),
-             "item": order.item, "operation": order.operations[0].name,
-             "work_center": order.operations[0].work_center},
-            started_at, "start",
-        ))
+        shift.http_events.append(
+            make(
+                "production.workorder.started.v1",
+                {
+                    "work_order_id": order.number,
+                    "started_at": format_time(started_at),
+                    "item": order.item,
+                    "operation": order.operations[0].name,
+                    "work_center": order.operations[0].work_center,
+                },
+                started_at,
+                "start",
+            )
+        )
 
         # Good quantity is reported per operation in a few progress reports; the
         # last operation's scrap is what the completion reports as scrap.
@@ -144,8 +162,11 @@ def simulate_shift(
             reported = Decimal(0)
             for report in range(progress_reports):
                 last = report == progress_reports - 1
-                share = produced - reported if last else (
-                    produced / progress_reports).quantize(Decimal(1))
+                share = (
+                    produced - reported
+                    if last
+                    else (produced / progress_reports).quantize(Decimal(1))
+                )
                 reported += share
                 duration = Decimal(rng.randint(300, 1800))
                 at += timedelta(seconds=int(duration))
@@ -160,10 +181,15 @@ def simulate_shift(
                 }
                 if last and scrap and operation is order.operations[-1]:
                     data["scrap"] = _quantity(scrap, order.unit)
-                shift.http_events.append(make(
-                    "production.workorder.progressed.v1", data, at,
-                    operation.name, report,
-                ))
+                shift.http_events.append(
+                    make(
+                        "production.workorder.progressed.v1",
+                        data,
+                        at,
+                        operation.name,
+                        report,
+                    )
+                )
 
         consumed = [
             (component, component.per_unit * order.quantity)
@@ -171,8 +197,9 @@ def simulate_shift(
         ]
         completed_at = at + timedelta(minutes=5)
         lot = f"{order.number}-L1"
-        completion = Completion(order, produced, scrap, lot, started_at,
-                                completed_at, consumed)
+        completion = Completion(
+            order, produced, scrap, lot, started_at, completed_at, consumed
+        )
         if rng.random() < b2mml_share:
             shift.b2mml_completions.append(completion)
         else:
@@ -184,46 +211,76 @@ def simulate_shift(
         clock += timedelta(minutes=rng.randint(5, 15))
         del index
 
-    shift.http_events.extend(_breakdowns(orders, start, rng, breakdowns_per_work_center))
+    shift.http_events.extend(
+        _breakdowns(orders, start, rng, breakdowns_per_work_center)
+    )
     return shift
 
 
 def _completion_events(completion: Completion, make: Any) -> list[Event]:
     order = completion.order
     events = [
-        make("production.material.consumed.v1",
-             {"work_order_id": order.number, "item": component.item,
-              "quantity": _quantity(amount, component.unit),
-              **({"lot": component.lot} if component.lot else {}),
-              "consumed_at": format_time(completion.completed_at)},
-             completion.completed_at, "consume", component.item)
+        make(
+            "production.material.consumed.v1",
+            {
+                "work_order_id": order.number,
+                "item": component.item,
+                "quantity": _quantity(amount, component.unit),
+                **({"lot": component.lot} if component.lot else {}),
+                "consumed_at": format_time(completion.completed_at),
+            },
+            completion.completed_at,
+            "consume",
+            component.item,
+        )
         for component, amount in completion.consumed
     ]
     completed: dict[str, Any] = {
-        "work_order_id": order.number, "item": order.item,
+        "work_order_id": order.number,
+        "item": order.item,
         "quantity": _quantity(completion.produced, order.unit),
         "completed_at": format_time(completion.completed_at),
-        "lot": completion.lot, "warehouse": order.plant,
+        "lot": completion.lot,
+        "warehouse": order.plant,
     }
     if completion.scrap:
         completed["scrap"] = _quantity(completion.scrap, order.unit)
-    events.append(make("production.workorder.completed.v1", completed,
-                       completion.completed_at, "complete"))
-    events.append(make("production.goods.produced.v1",
-                       {"work_order_id": order.number, "item": order.item,
-                        "quantity": _quantity(completion.produced, order.unit),
-                        "lot": completion.lot,
-                        "produced_at": format_time(completion.completed_at)},
-                       completion.completed_at, "produced"))
+    events.append(
+        make(
+            "production.workorder.completed.v1",
+            completed,
+            completion.completed_at,
+            "complete",
+        )
+    )
+    events.append(
+        make(
+            "production.goods.produced.v1",
+            {
+                "work_order_id": order.number,
+                "item": order.item,
+                "quantity": _quantity(completion.produced, order.unit),
+                "lot": completion.lot,
+                "produced_at": format_time(completion.completed_at),
+            },
+            completion.completed_at,
+            "produced",
+        )
+    )
     return events
 
 
-def _breakdowns(orders: list[OrderPlan], start: datetime, rng: random.Random,
-                per_work_center: int) -> list[Event]:
+def _breakdowns(
+    orders: list[OrderPlan], start: datetime, rng: random.Random, per_work_center: int
+) -> list[Event]:
     events = []
     centers = sorted({(o.plant, op.work_center) for o in orders for op in o.operations})
-    reasons = [("E101", "spindle overload"), ("E204", "tool breakage"),
-               ("M300", "material shortage"), ("Q410", "quality stop")]
+    reasons = [
+        ("E101", "spindle overload"),
+        ("E204", "tool breakage"),
+        ("M300", "material shortage"),
+        ("Q410", "quality stop"),
+    ]
     for plant, center in centers:
         at = start
         for number in range(per_work_center):
@@ -231,22 +288,41 @@ def _breakdowns(orders: list[OrderPlan], start: datetime, rng: random.Random,
             code, reason = rng.choice(reasons)
             downtime = rng.randint(120, 1500)
             machine = f"{center}-M1"
-            common = {"source": f"/plants/{plant}/machines/{machine}",
-                      "subject": machine, "plant": plant, "partitionkey": machine}
-            events.append(Event(
-                id=_event_id(machine, "down", number),
-                type="maintenance.machine.down.v1", time=format_time(at),
-                data={"machine_id": machine, "since": format_time(at),
-                      "work_center": center, "reason_code": code, "reason": reason},
-                **common,
-            ))
+            common = {
+                "source": f"/plants/{plant}/machines/{machine}",
+                "subject": machine,
+                "plant": plant,
+                "partitionkey": machine,
+            }
+            events.append(
+                Event(
+                    id=_event_id(machine, "down", number),
+                    type="maintenance.machine.down.v1",
+                    time=format_time(at),
+                    data={
+                        "machine_id": machine,
+                        "since": format_time(at),
+                        "work_center": center,
+                        "reason_code": code,
+                        "reason": reason,
+                    },
+                    **common,
+                )
+            )
             up = at + timedelta(seconds=downtime)
-            events.append(Event(
-                id=_event_id(machine, "up", number),
-                type="maintenance.machine.up.v1", time=format_time(up),
-                data={"machine_id": machine, "since": format_time(up),
-                      "work_center": center, "downtime_seconds": str(downtime)},
-                **common,
-            ))
+            events.append(
+                Event(
+                    id=_event_id(machine, "up", number),
+                    type="maintenance.machine.up.v1",
+                    time=format_time(up),
+                    data={
+                        "machine_id": machine,
+                        "since": format_time(up),
+                        "work_center": center,
+                        "downtime_seconds": str(downtime),
+                    },
+                    **common,
+                )
+            )
             at = up
     return events

@@ -144,17 +144,26 @@ class SqliteStateStore(StateStore):
             db.executemany(
                 "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (d.sink, d.event_id, d.target_ref, d.delivered_at, d.latency,
-                     d.event_type, d.pipeline)
+                    (
+                        d.sink,
+                        d.event_id,
+                        d.target_ref,
+                        d.delivered_at,
+                        d.latency,
+                        d.event_type,
+                        d.pipeline,
+                    )
                     for d in deliveries
                 ],
             )
 
     async def forget_delivery(self, sink: str, event_id: str) -> None:
         """Remove one ledger entry."""
-        await self._run(self._execute,
-                        "DELETE FROM deliveries WHERE sink = ? AND event_id = ?",
-                        (sink, event_id))
+        await self._run(
+            self._execute,
+            "DELETE FROM deliveries WHERE sink = ? AND event_id = ?",
+            (sink, event_id),
+        )
 
     def _execute(self, sql: str, parameters: tuple[Any, ...]) -> int:
         with self._db() as db:
@@ -180,9 +189,18 @@ class SqliteStateStore(StateStore):
         if not letter.created_at:
             letter.created_at = time.time()
         row = (
-            letter.created_at, "open", letter.stage, letter.error, letter.payload,
-            letter.source, letter.content_type, orjson.dumps(letter.headers).decode(),
-            letter.event_id, letter.event_type, letter.pipeline, letter.sink,
+            letter.created_at,
+            "open",
+            letter.stage,
+            letter.error,
+            letter.payload,
+            letter.source,
+            letter.content_type,
+            orjson.dumps(letter.headers).decode(),
+            letter.event_id,
+            letter.event_type,
+            letter.pipeline,
+            letter.sink,
             letter.offset,
             orjson.dumps([[a.at, a.error] for a in letter.attempts]).decode(),
             orjson.dumps(letter.details, default=str).decode(),
@@ -197,8 +215,12 @@ class SqliteStateStore(StateStore):
         )
         logger.warning(
             "dead letter stored",
-            extra={"dead_letter_id": letter.id, "event_id": letter.event_id,
-                   "stage": letter.stage, "error": letter.error},
+            extra={
+                "dead_letter_id": letter.id,
+                "event_id": letter.event_id,
+                "stage": letter.stage,
+                "error": letter.error,
+            },
         )
         return letter.id
 
@@ -214,8 +236,11 @@ class SqliteStateStore(StateStore):
         if where.ids is not None:
             clauses.append(f"id IN ({','.join('?' * len(where.ids))})")
             parameters.extend(where.ids)
-        for column, value in (("event_type", where.event_type), ("sink", where.sink),
-                              ("status", where.status)):
+        for column, value in (
+            ("event_type", where.event_type),
+            ("sink", where.sink),
+            ("status", where.status),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 parameters.append(value)
@@ -242,9 +267,11 @@ class SqliteStateStore(StateStore):
                 f"Dead letter status {status!r} is invalid: expected 'open', "
                 f"'redriven' or 'discarded'."
             )
-        await self._run(self._execute,
-                        "UPDATE dead_letters SET status = ? WHERE id = ?",
-                        (status, letter_id))
+        await self._run(
+            self._execute,
+            "UPDATE dead_letters SET status = ? WHERE id = ?",
+            (status, letter_id),
+        )
 
     # Audit log
 
@@ -254,17 +281,27 @@ class SqliteStateStore(StateStore):
             self._execute,
             "INSERT INTO audit (at, actor, action, target, details) "
             "VALUES (?, ?, ?, ?, ?)",
-            (record.at, record.actor, record.action, record.target,
-             orjson.dumps(record.details, default=str).decode()),
+            (
+                record.at,
+                record.actor,
+                record.action,
+                record.target,
+                orjson.dumps(record.details, default=str).decode(),
+            ),
         )
 
     async def audit_log(self, *, limit: int = 1000) -> list[AuditRecord]:
         """Return the newest audit records, oldest first."""
         rows = await self._run(
-            lambda: self._db().execute(
-                "SELECT at, actor, action, target, details FROM audit "
-                "ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
+            lambda: (
+                self._db()
+                .execute(
+                    "SELECT at, actor, action, target, details FROM audit "
+                    "ORDER BY id DESC LIMIT ?",
+                    (limit,),
+                )
+                .fetchall()
+            )
         )
         return [
             AuditRecord(at, actor, action, target, orjson.loads(details))
@@ -273,14 +310,40 @@ class SqliteStateStore(StateStore):
 
 
 def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    (letter_id, created_at, status, stage, error, payload, source, content_type,
-     headers, event_id, event_type, pipeline, sink, offset, attempts, details) = row
+    (
+        letter_id,
+        created_at,
+        status,
+        stage,
+        error,
+        payload,
+        source,
+        content_type,
+        headers,
+        event_id,
+        event_type,
+        pipeline,
+        sink,
+        offset,
+        attempts,
+        details,
+    ) = row
     letter = DeadLetter(
-        stage=stage, error=error, payload=bytes(payload), source=source,
-        content_type=content_type, headers=orjson.loads(headers), event_id=event_id,
-        event_type=event_type, pipeline=pipeline, sink=sink, offset=offset,
+        stage=stage,
+        error=error,
+        payload=bytes(payload),
+        source=source,
+        content_type=content_type,
+        headers=orjson.loads(headers),
+        event_id=event_id,
+        event_type=event_type,
+        pipeline=pipeline,
+        sink=sink,
+        offset=offset,
         attempts=[Attempt(at, message) for at, message in orjson.loads(attempts)],
-        created_at=created_at, id=letter_id, details=orjson.loads(details),
+        created_at=created_at,
+        id=letter_id,
+        details=orjson.loads(details),
     )
     letter.details["status"] = status
     return letter

@@ -59,12 +59,14 @@ class StateStore(ABC):
         """Flush pending writes and release resources."""
 
     @abstractmethod
-    async def delivered(self, sink: str, event_ids: Iterable[str]) -> dict[str, str | None]:
+    async def delivered(
+        self, sink: str, event_ids: Iterable[str]
+    ) -> dict[str, str | None]:
         """Return the target reference of each event id already delivered to a sink."""
 
     @abstractmethod
     async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
-        """Record deliveries durably in one write; recording one twice keeps the first."""
+        """Record deliveries durably in one write; a repeated entry keeps the first."""
 
     @abstractmethod
     async def forget_delivery(self, sink: str, event_id: str) -> None:

@@ -131,8 +131,16 @@ class Production(EventKeyMixin, metaclass=PoolMeta):
                 "plantbus_release": RPC(readonly=False),
                 "plantbus_run": RPC(readonly=False, instantiate=0),
                 "plantbus_do": RPC(readonly=False, instantiate=0),
+                "plantbus_post": RPC(readonly=False),
             }
         )
+
+    @classmethod
+    def plantbus_post(cls, events: list[dict[str, Any]]) -> list[str]:
+        """Post plantbus events in this transaction; return one reference each."""
+        from .postings import post_event
+
+        return [post_event(event) for event in events]
 
     @classmethod
     def plantbus_run(cls, productions: list[Any]) -> None:
