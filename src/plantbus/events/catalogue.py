@@ -73,7 +73,8 @@ class EventType:
 
     @cached_property
     def _fast_check(self) -> Callable[[Any], Any]:
-        return fastjsonschema.compile(self.schema)  # type: ignore[no-any-return]
+        check: Callable[[Any], Any] = fastjsonschema.compile(self.schema)
+        return check
 
     @cached_property
     def _full_check(self) -> jsonschema.Draft202012Validator:
@@ -125,13 +126,11 @@ class EventType:
 def _rule(error: jsonschema.ValidationError) -> str:
     """Describe a failed schema keyword as a rule a sender can act on."""
     keyword = error.validator
-    expected = error.validator_value
-    if keyword == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else expected
-        return f"the field `{missing}` is required"
+    expected: Any = error.validator_value
+    schema: Any = error.schema
     if keyword == "pattern":
-        if "description" in error.schema:
-            return f"expected {error.schema['description']}"
+        if isinstance(schema, dict) and "description" in schema:
+            return f"expected {schema['description']}"
         return f"must match the pattern {expected!r}"
     if keyword == "type":
         return f"expected a JSON {expected}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -20,8 +22,8 @@ _CONTEXT_KEYS = (
 
 
 def _copy_extra(
-    _logger: object, _method: str, event_dict: dict[str, object]
-) -> dict[str, object]:
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     record = event_dict.get("_record")
     if isinstance(record, logging.LogRecord):
         for key in _CONTEXT_KEYS:

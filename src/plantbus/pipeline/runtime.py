@@ -15,7 +15,8 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from plantbus.backbone.log import EventLog, Record
 from plantbus.errors import RetryableDeliveryError
@@ -152,8 +153,8 @@ class PipelineRuntime:
         if self._failure is not None:
             raise self._failure
 
-    async def _wait_or_stop(self, awaitable: object, timeout: float) -> None:
-        waiter = asyncio.ensure_future(awaitable)  # type: ignore[arg-type]
+    async def _wait_or_stop(self, awaitable: Awaitable[Any], timeout: float) -> None:
+        waiter = asyncio.ensure_future(awaitable)
         stopper = asyncio.ensure_future(self.stopping.wait())
         _, pending = await asyncio.wait(
             {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED

@@ -174,7 +174,8 @@ class MapStep:
             subject=event.subject,
             time=event.time,
             datacontenttype="application/json",
-            dataschema=None if self.options.type else event.dataschema,
+            # The data has a new shape, so the old type's schema no longer fits.
+            dataschema=None,
             correlationid=event.correlationid,
             causationid=event.causationid,
             plant=event.plant,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -73,8 +73,8 @@ class Shift:
     http_events: list[Event] = field(default_factory=list)
     b2mml_completions: list[Completion] = field(default_factory=list)
     # Totals of what the valid input asks the ERP to book.
-    produced: Counter[str] = field(default_factory=Counter)
-    consumed: Counter[str] = field(default_factory=Counter)
+    produced: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    consumed: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     orders_completed: list[str] = field(default_factory=list)
 
     @property
@@ -112,7 +112,7 @@ def simulate_shift(
     shift = Shift()
     clock = start
 
-    for index, order in enumerate(orders):
+    for order in orders:
         source = f"/plants/{order.plant}/mes"
         correlation = order.number
         started_at = clock + timedelta(minutes=rng.randint(0, 20))
@@ -209,7 +209,6 @@ def simulate_shift(
         shift.produced[order.item] += produced
         shift.orders_completed.append(order.number)
         clock += timedelta(minutes=rng.randint(5, 15))
-        del index
 
     shift.http_events.extend(
         _breakdowns(orders, start, rng, breakdowns_per_work_center)
@@ -287,8 +286,8 @@ def _breakdowns(
             at += timedelta(minutes=rng.randint(30, 150))
             code, reason = rng.choice(reasons)
             downtime = rng.randint(120, 1500)
-            machine = f"{center}-M1"
-            common = {
+            machine = f"{center.replace(' ', '-').upper()}-M1"
+            common: dict[str, Any] = {
                 "source": f"/plants/{plant}/machines/{machine}",
                 "subject": machine,
                 "plant": plant,
