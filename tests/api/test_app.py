@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -89,3 +91,28 @@ def test_create_app_rejects_nonpositive_body_limit(catalogue: Catalogue) -> None
 
     with pytest.raises(ValueError, match="max_body_bytes is 0"):
         create_app(ingest, catalogue=catalogue, max_body_bytes=0)
+
+
+async def test_metrics_exposes_ingest_counters(client) -> None:
+    event = {
+        "specversion": "1.0",
+        "id": "metrics-1",
+        "source": "/test",
+        "type": "production.workorder.started.v1",
+        "data": {"work_order_id": "WO-M", "started_at": "2026-12-01T06:00:00Z"},
+    }
+    accepted = await client.post(
+        "/v1/events",
+        content=json.dumps(event),
+        headers={"Content-Type": "application/cloudevents+json"},
+    )
+    assert accepted.status_code == 202
+
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert (
+        'plantbus_events_ingested_total{type="production.workorder.started.v1"}'
+        in response.text
+    )

@@ -7,6 +7,7 @@ import logging
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plantbus.api.catalogue import catalogue_router
@@ -68,7 +69,15 @@ def create_app(
     v1.include_router(catalogue_router(catalogue))
     v1.add_api_route("/health", _health, methods=["GET"], summary="Liveness")
     app.include_router(v1)
+    # Prometheus scrapes the conventional path, outside the versioned API.
+    app.add_api_route(
+        "/metrics", _metrics, methods=["GET"], summary="Prometheus metrics"
+    )
     return app
+
+
+async def _metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _health() -> Response:
