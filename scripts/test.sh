@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Install what the tests need, start the services they use, check the code,
-# then run pytest with any options given.
+# Install what the tests need, check the code, then run pytest with any
+# options given. The tests start their own trytond; no other service is used.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$root"
-bash scripts/services.sh
 # Lint and type-check first: both take seconds and name the line at fault.
 ruff check src tests bench
 mypy src

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from plantbus.errors import PlantbusError
 
@@ -21,7 +22,13 @@ app = typer.Typer(
 )
 schemas_app = typer.Typer(no_args_is_help=True, help="Show the event catalogue.")
 app.add_typer(schemas_app, name="schemas")
-console = Console()
+# Outside a terminal rich would wrap at 80 columns and split URLs and paths.
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def _print_error(message: str) -> None:
+    # Messages quote user values such as '[/x]', which rich would read as markup.
+    console.print(message, style="red", markup=False, highlight=False)
 
 
 def _configure_logging(level: int) -> None:
@@ -45,7 +52,7 @@ def run(
     try:
         config = load_hub(hub_file)
     except PlantbusError as exc:
-        console.print(f"[red]{exc}[/red]")
+        _print_error(str(exc))
         raise typer.Exit(2) from exc
 
     async def main() -> None:
@@ -56,7 +63,7 @@ def run(
     try:
         asyncio.run(main())
     except PlantbusError as exc:
-        console.print(f"[red]{exc}[/red]")
+        _print_error(str(exc))
         raise typer.Exit(1) from exc
 
 
@@ -70,7 +77,7 @@ def check(
     try:
         config = load_hub(hub_file)
     except PlantbusError as exc:
-        console.print(f"[red]{exc}[/red]")
+        _print_error(str(exc))
         raise typer.Exit(2) from exc
     console.print(
         f"{hub_file}: valid: {len(config.sources)} sources, {len(config.sinks)} "
@@ -99,7 +106,24 @@ def demo(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the shift simulator.")] = 7,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    pace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds over which the shift's events are sent, in their time "
+            "order; 0 sends them all at once."
+        ),
+    ] = 75.0,
+    b2mml_xsd: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of the official B2MML XSDs, with V0600 inside; default "
+            "$PLANTBUS_B2MML_XSD, else ../shared/samples/b2mml/xsd beside "
+            "the repository."
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the hub's log lines too.")
+    ] = False,
 ) -> None:
     """Simulate a shift in two plants and post it to a real Tryton ERP."""
     from plantbus.demo import DemoOptions, run_demo
@@ -112,11 +136,13 @@ def demo(
         workdir=workdir,
         keep_running=keep_running,
         seed=seed,
+        pace_seconds=pace,
+        b2mml_xsd=b2mml_xsd,
     )
     try:
         report = asyncio.run(run_demo(options, console))
     except PlantbusError as exc:
-        console.print(f"[red]The demo failed: {exc}[/red]")
+        _print_error(f"The demo failed: {exc}")
         raise typer.Exit(1) from exc
     if not report.ok:
         console.print("[red]The demo finished with differences; see above.[/red]")
@@ -128,7 +154,8 @@ def schemas_list() -> None:
     """List the event types of the catalogue."""
     from plantbus.events.catalogue import Catalogue
 
-    table = Table("type", "version", "domain", "owner", "SLA", "partition key")
+    table = Table("version", "domain", "owner", "SLA", "partition key")
+    table.columns.insert(0, Column("type", no_wrap=True))
     for event_type in Catalogue.load():
         table.add_row(
             event_type.name,

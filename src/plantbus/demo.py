@@ -28,12 +28,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from plantbus.config import load_hub
 from plantbus.connectors.tryton.client import TrytonClient
 from plantbus.errors import PlantbusError
-from plantbus.events.envelope import Event, format_time
+from plantbus.events.envelope import Event, format_time, parse_time
 from plantbus.formats.b2mml.writer import MaterialLine, write_production_performance
 from plantbus.hub import Hub, build_hub
 from plantbus.report import DemoReport, build_report, print_report
 from plantbus.sim import erp_setup
-from plantbus.sim.shift import Component, Operation, OrderPlan, Shift, simulate_shift
+from plantbus.sim.shift import (
+    Completion,
+    Component,
+    Operation,
+    OrderPlan,
+    Shift,
+    simulate_shift,
+)
 from plantbus.sim.trytond_server import TrytondServer, free_port
 
 logger = logging.getLogger("plantbus.demo")
@@ -53,6 +60,8 @@ class DemoOptions:
     keep_running: bool = False
     seed: int = 7
     timeout_seconds: float = 150.0
+    # Wall-clock seconds over which the shift is sent; 0 sends it at once.
+    pace_seconds: float = 0.0
     b2mml_xsd: Path | None = None
     api_port: int = 0
 
@@ -144,7 +153,10 @@ async def _run_with_erp(
         hub = await build_hub(config)
         hub_task = asyncio.create_task(hub.run())
         await hub.started.wait()
-        console.print(f"Hub running; API on http://127.0.0.1:{api_port}/v1")
+        console.print(
+            f"Hub running; its API is at http://127.0.0.1:{api_port} "
+            f"(POST /v1/events, GET /v1/health, /v1/catalogue, /metrics)"
+        )
 
         shift = simulate_shift(
             plans, start=datetime.now(UTC) - timedelta(hours=8), seed=options.seed
@@ -156,7 +168,7 @@ async def _run_with_erp(
                 api_port,
                 workdir / "inbox",
                 console,
-                options.timeout_seconds,
+                options,
             )
             report = await build_report(hub, client, shift, sent.rejected_http, started)
             print_report(report, console)
@@ -273,11 +285,21 @@ def _names(rows: list[dict[str, Any]], field_name: str) -> dict[int, str]:
 
 
 async def _feed(
-    hub: Hub, shift: Shift, api_port: int, inbox: Path, console: Console, timeout: float
+    hub: Hub,
+    shift: Shift,
+    api_port: int,
+    inbox: Path,
+    console: Console,
+    options: DemoOptions,
 ) -> Sent:
-    """Send the shift to the hub and wait until every pipeline has caught up."""
+    """Send the shift to the hub in time order and wait until it has caught up."""
     sent = Sent()
-    total = shift.event_count
+    timeline = _timeline(shift)
+    first = timeline[0][0]
+    span = max((timeline[-1][0] - first).total_seconds(), 1.0)
+    # Compress the shift into `pace_seconds` of wall time, so that events
+    # arrive spread out as a real shift sends them, only faster.
+    scale = options.pace_seconds / span
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -285,46 +307,73 @@ async def _feed(
         console=console,
         transient=False,
     ) as progress:
-        sending = progress.add_task("events sent", total=total)
+        sending = progress.add_task("events sent", total=shift.event_count)
         posting = progress.add_task("ERP postings", total=None)
         url = f"http://127.0.0.1:{api_port}/v1/events"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         async with aiohttp.ClientSession() as http:
-            for start in range(0, len(shift.http_events), HTTP_BATCH):
-                batch = shift.http_events[start : start + HTTP_BATCH]
+            batch: list[Event] = []
+            for index, (moment, item) in enumerate(timeline):
+                due = started + (moment - first).total_seconds() * scale
+                if batch and (loop.time() < due or len(batch) >= HTTP_BATCH):
+                    await _post_batch(http, url, batch, sent)
+                    progress.advance(sending, len(batch))
+                    batch = []
+                    progress.update(posting, completed=await _erp_deliveries(hub))
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if index == len(timeline) // 2:
+                    await _send_bad_inputs(http, url, shift, inbox, sent)
+                if isinstance(item, Event):
+                    batch.append(item)
+                    continue
+                name = f"{item.order.number}.xml"
+                _drop(inbox, name, _performance(item))
+                sent.files += 1
+                progress.advance(sending, 2 + len(item.consumed))
+            if batch:
                 await _post_batch(http, url, batch, sent)
                 progress.advance(sending, len(batch))
-                progress.update(posting, completed=await _erp_deliveries(hub))
-            for bad in _bad_inputs(shift):
-                await _post_batch(http, url, [bad], sent)
 
-        for completion in shift.b2mml_completions:
-            _drop(inbox, f"{completion.order.number}.xml", _performance(completion))
-            sent.files += 1
-            progress.advance(sending, 2 + len(completion.consumed))
-        # A file that is not B2MML at all, as a misconfigured export would write.
-        _drop(
-            inbox,
-            "broken-export.xml",
-            b"<ProductionPerformance><ID>42</Oops></ProductionPerformance>",
-        )
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = loop.time() + options.timeout_seconds
+        while loop.time() < deadline:
             progress.update(posting, completed=await _erp_deliveries(hub))
             if await _caught_up(hub, inbox):
                 break
             await asyncio.sleep(0.3)
         else:
             console.print(
-                f"[yellow]The hub did not catch up within {timeout:.0f} s; "
-                f"the report shows where it stood.[/yellow]"
+                f"[yellow]The hub did not catch up within "
+                f"{options.timeout_seconds:.0f} s after the shift; the report "
+                f"shows where it stood.[/yellow]"
             )
-        progress.update(
-            posting,
-            completed=await _erp_deliveries(hub),
-            total=await _erp_deliveries(hub),
-        )
+        delivered = await _erp_deliveries(hub)
+        progress.update(posting, completed=delivered, total=delivered)
     return sent
+
+
+def _timeline(shift: Shift) -> list[tuple[datetime, Event | Completion]]:
+    """Return the shift's HTTP events and B2MML completions in time order."""
+    timeline: list[tuple[datetime, Event | Completion]] = [
+        (parse_time(event.time or ""), event) for event in shift.http_events
+    ]
+    timeline += [(c.completed_at, c) for c in shift.b2mml_completions]
+    timeline.sort(key=lambda entry: entry[0])
+    return timeline
+
+
+async def _send_bad_inputs(
+    http: aiohttp.ClientSession, url: str, shift: Shift, inbox: Path, sent: Sent
+) -> None:
+    """Send what a real shop floor sends now and then, to show what happens."""
+    for bad in _bad_inputs(shift):
+        await _post_batch(http, url, [bad], sent)
+    # A file that is not B2MML at all, as a misconfigured export would write.
+    _drop(
+        inbox,
+        "broken-export.xml",
+        b"<ProductionPerformance><ID>42</Oops></ProductionPerformance>",
+    )
 
 
 async def _post_batch(

@@ -43,6 +43,8 @@ class Violation:
 
     def describe(self) -> str:
         """Return the violation as one readable clause."""
+        if self.value is None and "required" in self.rule:
+            return f"field `{self.path}` is missing: {self.rule}"
         return f"field `{self.path}` is {self.value!r}: {self.rule}"
 
 

@@ -17,12 +17,14 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from plantbus.api.binding import BATCH, STRUCTURED, DecodedRequest, decode_request
 from plantbus.api.problems import (
     BACKBONE_UNAVAILABLE,
     BODY_TOO_LARGE,
     INVALID_EVENTS,
+    MALFORMED_BODY,
     PROBLEM_MEDIA_TYPE,
     HttpProblem,
     violation_entries,
@@ -130,10 +132,19 @@ def accepted_response(appended: Sequence[Appended]) -> Response:
     return Response(orjson.dumps(body), status_code=202, media_type="application/json")
 
 
+# Most error entries that one 422 answer lists.
+MAX_ERRORS = 100
+
+
 def invalid_events_problem(
     errors: list[dict[str, Any]], invalid_count: int, size: int, batch: bool
 ) -> HttpProblem:
-    """Build the 422 problem that lists every invalid field of the request."""
+    """Build the 422 problem that lists the invalid fields of the request.
+
+    At most MAX_ERRORS entries are listed, so that a hostile request cannot
+    make the answer many times larger than itself; `errors_omitted` counts the
+    rest.
+    """
     if batch:
         detail = (
             f"{invalid_count} of {size} events in the batch are invalid, so none "
@@ -145,7 +156,10 @@ def invalid_events_problem(
             f"The event is invalid in {len(errors)} field(s) and was not appended. "
             f"Fix the fields listed in `errors` and send it again."
         )
-    return HttpProblem(422, INVALID_EVENTS, "Invalid Events", detail, errors=errors)
+    extra: dict[str, Any] = {"errors": errors[:MAX_ERRORS]}
+    if len(errors) > MAX_ERRORS:
+        extra["errors_omitted"] = len(errors) - MAX_ERRORS
+    return HttpProblem(422, INVALID_EVENTS, "Invalid Events", detail, **extra)
 
 
 async def read_body(request: Request, max_body_bytes: int) -> bytes:
@@ -156,11 +170,21 @@ async def read_body(request: Request, max_body_bytes: int) -> bytes:
 
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise _too_large(size, max_body_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise _too_large(size, max_body_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        # Nobody is left to read an answer, and nothing was appended.
+        logger.info("Client disconnected after %d bytes of the request body", size)
+        raise HttpProblem(
+            400,
+            MALFORMED_BODY,
+            "Incomplete Body",
+            f"The client closed the connection after {size} bytes of the body.",
+        ) from exc
     return b"".join(chunks)
 
 

@@ -41,6 +41,7 @@ class HttpProblem(Exception):
         detail: str,
         *,
         errors: list[dict[str, Any]] | None = None,
+        errors_omitted: int = 0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
@@ -49,6 +50,7 @@ class HttpProblem(Exception):
         self.title = title
         self.detail = detail
         self.errors = errors
+        self.errors_omitted = errors_omitted
         self.headers = dict(headers or {})
 
 
@@ -64,6 +66,8 @@ def problem_response(problem: HttpProblem) -> Response:
     }
     if problem.errors is not None:
         body["errors"] = problem.errors
+    if problem.errors_omitted:
+        body["errors_omitted"] = problem.errors_omitted
 
     # The instance id is in the response and in the log line, so support staff
     # can find the log line from what a client reports.
@@ -91,11 +95,20 @@ def violation_entries(
         entry: dict[str, Any] = {} if index is None else {"index": index}
         entry["event_id"] = event_id
         entry["field"] = violation.path
-        entry["value"] = violation.value
+        entry["value"] = shorten(violation.value)
         entry["rule"] = violation.rule
         entry["message"] = violation.describe()
         entries.append(entry)
     return entries
+
+
+def shorten(value: Any, limit: int = 200) -> Any:
+    """Return a value for an error entry, cut to `limit` characters when long."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"… ({len(value)} characters)"
+    if isinstance(value, (dict, list)) and len(repr(value)) > limit:
+        return repr(value)[:limit] + f"… ({type(value).__name__} of {len(value)})"
+    return value
 
 
 def _json_fallback(value: Any) -> str:

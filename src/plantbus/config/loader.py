@@ -22,7 +22,12 @@ from plantbus.config.model import (
     TrytonOrdersSourceConfig,
     TrytonSinkConfig,
 )
-from plantbus.config.yaml_lines import Location, line_of, load_with_lines
+from plantbus.config.yaml_lines import (
+    Location,
+    YamlShapeError,
+    line_of,
+    load_with_lines,
+)
 from plantbus.errors import ConfigError
 from plantbus.pipeline.mapping import compile_expression
 
@@ -36,9 +41,16 @@ def load_hub(path: Path, *, environ: dict[str, str] | None = None) -> HubConfig:
         text = path.read_text("utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot read the hub file {str(path)!r}: {exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: the hub file is not UTF-8 text (invalid byte at position "
+            f"{exc.start}); save it as UTF-8."
+        ) from exc
 
     try:
         data, lines = load_with_lines(text)
+    except YamlShapeError as exc:
+        raise ConfigError(f"{path}:{exc.line}: {exc}.") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

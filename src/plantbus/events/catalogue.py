@@ -20,7 +20,10 @@ import fastjsonschema
 import jsonschema
 
 from plantbus.errors import SchemaError, Violation
-from plantbus.events.envelope import Event
+from plantbus.events.envelope import Event, parse_time
+
+# Most violations listed for one event.
+MAX_VIOLATIONS = 100
 
 DOMAINS = (
     "production",
@@ -80,15 +83,60 @@ class EventType:
     def _full_check(self) -> jsonschema.Draft202012Validator:
         return jsonschema.Draft202012Validator(self.schema)
 
+    @cached_property
+    def _time_fields(self) -> tuple[str, ...]:
+        """Return the top-level data fields that hold timestamps."""
+        return tuple(
+            name
+            for name, definition in self.schema.get("properties", {}).items()
+            if definition.get("$ref") == "#/$defs/timestamp"
+        )
+
     def violations(self, data: Any) -> list[Violation]:
-        """Return every rule of the schema that `data` breaks, in document order."""
+        """Return the rules of the schema that `data` breaks, sorted by path.
+
+        At most MAX_VIOLATIONS are listed; a last entry says how many more
+        there were, so that a hostile event cannot make the answer huge.
+        """
         try:
             self._fast_check(data)
         except fastjsonschema.JsonSchemaException:
-            pass
+            found = self._all_violations(data)
         else:
-            return []
+            found = []
+        found.extend(self._time_violations(data, {v.path for v in found}))
+        found.sort(key=lambda violation: violation.path)
+        if len(found) > MAX_VIOLATIONS:
+            left_out = len(found) - MAX_VIOLATIONS
+            found = found[:MAX_VIOLATIONS]
+            found.append(
+                Violation("data", "…", f"{left_out} more violations were left out")
+            )
+        return found
 
+    def _time_violations(self, data: Any, reported: set[str]) -> list[Violation]:
+        """Check that timestamps that match the pattern are real dates and times."""
+        if not isinstance(data, dict):
+            return []
+        found = []
+        for name in self._time_fields:
+            value = data.get(name)
+            if not isinstance(value, str) or f"data.{name}" in reported:
+                continue
+            try:
+                parse_time(value)
+            except ValueError:
+                found.append(
+                    Violation(
+                        f"data.{name}",
+                        value,
+                        "is not a real date and time (check the day of the month "
+                        "and the UTC offset)",
+                    )
+                )
+        return found
+
+    def _all_violations(self, data: Any) -> list[Violation]:
         # The compiled check stops at the first error; the full validator lists
         # all of them so that a sender can fix every field in one go.
         found: list[Violation] = []
@@ -119,7 +167,6 @@ class EventType:
                         found.append(missing)
                 continue
             found.append(Violation(path, error.instance, _rule(error)))
-        found.sort(key=lambda violation: violation.path)
         return found
 
 

@@ -47,11 +47,14 @@ _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 # RFC 3339 date-time: seconds are required and the offset is Z or +hh:mm.
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?"
-    r"([Zz]|[+-](\d{2}):(\d{2}))$"
+    r"([Zz]|[+-](\d{2}):(\d{2}))\Z"
 )
 # RFC 2046 media type: type "/" subtype, then optional parameters.
 _MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+(\s*;.*)?$")
 _INT32 = (-(2**31), 2**31 - 1)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# W3C Trace Context `traceparent`: version, trace id, parent id, flags.
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def parse_time(text: str) -> datetime:
@@ -297,6 +300,8 @@ def check_envelope(document: Any) -> list[Violation]:
         )
 
     violations.extend(_check_data_base64(document.get("data_base64")))
+    violations.extend(_check_characters(document))
+    violations.extend(_check_plantbus_extensions(document))
 
     for name, value in document.items():
         if name in CONTEXT_ATTRIBUTES or name in ("data", "data_base64"):
@@ -312,6 +317,50 @@ def check_envelope(document: Any) -> list[Violation]:
             )
             continue
         violations.extend(_check_extension_value(name, value))
+    return violations
+
+
+def _check_characters(document: dict[str, Any]) -> list[Violation]:
+    """Reject control characters, which the CloudEvents String type excludes."""
+    return [
+        Violation(
+            name,
+            value,
+            "must not contain control characters (U+0000 to "
+            "U+001F or U+007F to U+009F)",
+        )
+        for name, value in document.items()
+        if name not in ("data", "data_base64")
+        and isinstance(value, str)
+        and _CONTROL.search(value)
+    ]
+
+
+def _check_plantbus_extensions(document: dict[str, Any]) -> list[Violation]:
+    """Check the extensions that plantbus gives a meaning to: non-empty strings."""
+    violations = []
+    for name in PLANTBUS_EXTENSIONS:
+        value = document.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            violations.append(Violation(name, value, "expected a string"))
+        elif value == "":
+            violations.append(Violation(name, value, "must not be empty when present"))
+    traceparent = document.get("traceparent")
+    if (
+        isinstance(traceparent, str)
+        and traceparent
+        and not _TRACEPARENT.match(traceparent)
+    ):
+        violations.append(
+            Violation(
+                "traceparent",
+                traceparent,
+                "expected a W3C trace context such as "
+                "'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'",
+            )
+        )
     return violations
 
 

@@ -112,7 +112,7 @@ class PipelineRuntime:
         """Consume until `stopping` is set, then finish work in hand and commit."""
         positions = await self.log.committed(self.group)
         tracker = OffsetTracker(positions)
-        logger.info("pipeline %s started at offsets %s", self.name, _summary(positions))
+        logger.info("pipeline %s started at %s", self.name, _summary(positions))
         last_commit = time.monotonic()
         committed = dict(positions)
         # A fixed pool of workers takes keys from the ready queue; that costs
@@ -148,7 +148,9 @@ class PipelineRuntime:
             await asyncio.gather(*workers, return_exceptions=True)
             await self._commit(tracker, committed)
             logger.info(
-                "pipeline %s stopped; committed %s", self.name, _summary(committed)
+                "pipeline %s stopped; committed up to %s",
+                self.name,
+                _summary(committed),
             )
         if self._failure is not None:
             raise self._failure
@@ -286,4 +288,4 @@ class PipelineRuntime:
 
 def _summary(positions: dict[int, int]) -> str:
     busy = {p: o for p, o in positions.items() if o}
-    return str(busy) if busy else "the start of the log"
+    return f"offsets {busy}" if busy else "the start of the log"
