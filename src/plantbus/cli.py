@@ -46,7 +46,7 @@ def run(
 ) -> None:
     """Run a hub as a long-lived service until SIGTERM or SIGINT."""
     from plantbus.config import load_hub
-    from plantbus.hub import build_hub
+    from plantbus.hub import build_hub, tune_garbage_collector
 
     _configure_logging(logging.DEBUG if verbose else logging.INFO)
     try:
@@ -57,6 +57,7 @@ def run(
 
     async def main() -> None:
         hub = await build_hub(config)
+        tune_garbage_collector()
         hub.install_signal_handlers()
         await hub.run()
 

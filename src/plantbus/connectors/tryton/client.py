@@ -250,7 +250,12 @@ class TrytonClient:
                         retry_after=float(retry_after) if retry_after else None,
                     )
                 return response.status, body
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            raise RetryableDeliveryError(
+                f"Tryton call {method!r} to {self.endpoint} timed out after "
+                f"{self._timeout.total:g} s; trytond is overloaded or stuck."
+            ) from exc
+        except aiohttp.ClientError as exc:
             raise RetryableDeliveryError(
                 f"Tryton call {method!r} to {self.endpoint} failed: "
                 f"{type(exc).__name__}: {exc}"
