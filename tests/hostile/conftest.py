@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,18 +14,6 @@ from plantbus.backbone.sqlite import SqliteLog
 from plantbus.config.model import ApiConfig
 from plantbus.events.catalogue import Catalogue
 from plantbus.ingest import Ingestor
-
-_REPOSITORY = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def samples_dir() -> Path:
-    """Return the sample folder: $PLANTBUS_SAMPLES, else <repo>/../shared/samples."""
-    default = _REPOSITORY / ".." / "shared" / "samples"
-    folder = Path(os.environ.get("PLANTBUS_SAMPLES", default))
-    if not (folder / "b2mml").is_dir():
-        pytest.fail(f"Sample folder {folder} has no b2mml/; set PLANTBUS_SAMPLES.")
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -248,14 +248,9 @@ def check_envelope(document: Any) -> list[Violation]:
             )
         )
 
-    for name in ("subject", "datacontenttype", "dataschema"):
-        value = document.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            violations.append(Violation(name, value, "expected a string"))
-        elif value == "":
-            violations.append(Violation(name, value, "must not be empty when present"))
+    violations.extend(
+        _check_optional_strings(document, ("subject", "datacontenttype", "dataschema"))
+    )
     content_type = document.get("datacontenttype")
     if (
         isinstance(content_type, str)
@@ -336,10 +331,12 @@ def _check_characters(document: dict[str, Any]) -> list[Violation]:
     ]
 
 
-def _check_plantbus_extensions(document: dict[str, Any]) -> list[Violation]:
-    """Check the extensions that plantbus gives a meaning to: non-empty strings."""
+def _check_optional_strings(
+    document: dict[str, Any], names: tuple[str, ...]
+) -> list[Violation]:
+    """Check attributes that may be absent but otherwise are non-empty strings."""
     violations = []
-    for name in PLANTBUS_EXTENSIONS:
+    for name in names:
         value = document.get(name)
         if value is None:
             continue
@@ -347,6 +344,12 @@ def _check_plantbus_extensions(document: dict[str, Any]) -> list[Violation]:
             violations.append(Violation(name, value, "expected a string"))
         elif value == "":
             violations.append(Violation(name, value, "must not be empty when present"))
+    return violations
+
+
+def _check_plantbus_extensions(document: dict[str, Any]) -> list[Violation]:
+    """Check the extensions that plantbus gives a meaning to: non-empty strings."""
+    violations = _check_optional_strings(document, PLANTBUS_EXTENSIONS)
     traceparent = document.get("traceparent")
     if (
         isinstance(traceparent, str)

@@ -1,4 +1,4 @@
-"""Fixtures for the connector tests: the shared B2MML schema folder."""
+"""Fixtures for every test: where the sample documents live."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-_REPOSITORY = Path(__file__).resolve().parents[2]
+_REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
