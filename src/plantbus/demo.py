@@ -53,7 +53,7 @@ HTTP_BATCH = 50
 
 @dataclass
 class DemoOptions:
-    """How big the demo is and where it keeps its files."""
+    """Size, pace and folders of one demo run."""
 
     orders_per_plant: int = 18
     workdir: Path = Path("var/demo")
@@ -68,7 +68,7 @@ class DemoOptions:
 
 @dataclass
 class Sent:
-    """What the demo sent and how the hub answered."""
+    """Counts of what the demo sent, and the rejections the hub returned."""
 
     accepted: int = 0
     rejected_http: list[str] = field(default_factory=list)

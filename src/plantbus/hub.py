@@ -1,4 +1,4 @@
-"""Assemble a hub from its configuration and run it until it is told to stop."""
+"""Assemble a hub from its configuration and run it until it is stopped."""
 
 from __future__ import annotations
 

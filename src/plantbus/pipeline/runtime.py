@@ -165,23 +165,23 @@ class PipelineRuntime:
             task.cancel()
 
     async def _dispatch(self, records: list[Record], tracker: OffsetTracker) -> None:
-        wanted: list[Record] = []
+        accepted: list[Record] = []
         for record in records:
             tracker.add(record)
             event_type = record.event.type
             if self.accepts(event_type):
-                wanted.append(record)
+                accepted.append(record)
             else:
                 tracker.done(record)
 
         # One ledger query per batch instead of one per event.
         already: set[tuple[str, str]] = set()
-        ids = [record.event.id for record in wanted]
+        ids = [record.event.id for record in accepted]
         for sink in self._ledger_sinks:
             found = await self.state.delivered(sink, ids)
             already.update((sink, event_id) for event_id in found)
 
-        for record in wanted:
+        for record in accepted:
             key = record.event.key
             lane = self._lanes.get(key)
             if lane is None:
