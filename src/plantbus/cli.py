@@ -7,13 +7,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
 from plantbus.errors import PlantbusError
+
+if TYPE_CHECKING:
+    pass
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -188,6 +191,9 @@ def schemas_show(
         raise typer.Exit(2)
     typer.echo(json.dumps(found.schema, indent=2))
 
+
+# The `dlq` and `replay` commands register themselves on `app`.
+from plantbus import cli_admin  # noqa: E402, F401
 
 if __name__ == "__main__":
     app()

@@ -250,6 +250,7 @@ def _build_sink(config: Any, hub: Hub) -> Sink:
 
 def _build_source(config: Any, hub: Hub) -> Source:
     if isinstance(config, HttpSourceConfig):
+        from plantbus.admin import AdminService
         from plantbus.connectors.http import HttpSource
 
         api = hub.config.api
@@ -260,6 +261,7 @@ def _build_source(config: Any, hub: Hub) -> Source:
             port=api.port,
             allow_unknown_types=config.allow_unknown_types,
             max_body_bytes=api.max_body_bytes,
+            admin=AdminService(hub.state, hub.config),
         )
     if isinstance(config, FolderSourceConfig):
         from functools import partial

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -21,6 +22,9 @@ from plantbus.api.problems import (
 from plantbus.connectors.base import Ingest
 from plantbus.events.catalogue import Catalogue
 
+if TYPE_CHECKING:
+    from plantbus.admin import AdminService
+
 logger = logging.getLogger("plantbus.api")
 
 # 1 MiB fits about 3,000 work order events of some 350 bytes each (an estimate).
@@ -34,11 +38,13 @@ def create_app(
     catalogue: Catalogue,
     allow_unknown_types: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    admin: AdminService | None = None,
 ) -> FastAPI:
     """Build the API application that hands incoming events to `ingest`.
 
     With `allow_unknown_types`, events whose type is not in the catalogue are
-    accepted with only the envelope checked; otherwise they get a 422.
+    accepted with only the envelope checked; otherwise they get a 422. With
+    `admin`, the operator endpoints under `/v1/admin` are served too.
     """
     if max_body_bytes < 1:
         raise ValueError(
@@ -67,6 +73,10 @@ def create_app(
         )
     )
     v1.include_router(catalogue_router(catalogue))
+    if admin is not None:
+        from plantbus.api.admin import admin_router
+
+        v1.include_router(admin_router(admin))
     v1.add_api_route("/health", _health, methods=["GET"], summary="Liveness")
     app.include_router(v1)
     # Prometheus scrapes the conventional path, outside the versioned API.

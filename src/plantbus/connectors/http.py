@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -14,6 +15,9 @@ from plantbus.api.app import DEFAULT_MAX_BODY_BYTES, create_app
 from plantbus.connectors.base import Ingest, Reject, Source
 from plantbus.errors import ConfigError
 from plantbus.events.catalogue import Catalogue
+
+if TYPE_CHECKING:
+    from plantbus.admin import AdminService
 
 logger = logging.getLogger("plantbus.connectors.http")
 
@@ -41,6 +45,7 @@ class HttpSource(Source):
         allow_unknown_types: bool = False,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         graceful_shutdown_seconds: float = 10.0,
+        admin: AdminService | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(
@@ -54,6 +59,7 @@ class HttpSource(Source):
         self.allow_unknown_types = allow_unknown_types
         self.max_body_bytes = max_body_bytes
         self.graceful_shutdown_seconds = graceful_shutdown_seconds
+        self.admin = admin
         self._started = asyncio.Event()
 
     @property
@@ -81,6 +87,7 @@ class HttpSource(Source):
             catalogue=self.catalogue,
             allow_unknown_types=self.allow_unknown_types,
             max_body_bytes=self.max_body_bytes,
+            admin=self.admin,
         )
         config = uvicorn.Config(
             app,

@@ -16,15 +16,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from plantbus.backbone.log import EventLog, Record
 from plantbus.errors import RetryableDeliveryError
 from plantbus.observability.metrics import CONSUMER_LAG, DEAD_LETTERS, STEP_FAILURES
 from plantbus.pipeline.delivery import Abandoned, Deliverer, backoff_seconds
+from plantbus.pipeline.redrive import Redriver
 from plantbus.pipeline.steps import Step, TypeMatcher, WorkItem
 from plantbus.state.dead_letters import Attempt, DeadLetter
-from plantbus.state.store import StateStore
+from plantbus.state.store import ReplayRequest, StateStore
 
 logger = logging.getLogger("plantbus.pipeline")
 
@@ -37,6 +39,11 @@ class OffsetTracker:
         self.read = dict(positions)
         # Offsets in work per partition, in read order, which is offset order.
         self.pending: dict[int, dict[int, None]] = {p: {} for p in positions}
+
+    def reset(self, positions: dict[int, int]) -> None:
+        """Start again from new positions; only call with no record in work."""
+        self.read = dict(positions)
+        self.pending = {p: {} for p in positions}
 
     def add(self, record: Record) -> None:
         self.pending[record.partition][record.offset] = None
@@ -107,6 +114,9 @@ class PipelineRuntime:
                 for sink in rule[2]
             }
         )
+        self.redriver = Redriver(
+            name, state, deliverer, self._ledger_sinks, log.partitions, self._process
+        )
 
     async def run(self) -> None:
         """Consume until `stopping` is set, then finish work in hand and commit."""
@@ -120,8 +130,15 @@ class PipelineRuntime:
         workers = [
             asyncio.create_task(self._work(tracker)) for _ in range(self.concurrency)
         ]
+        redrives = asyncio.create_task(self._redrive_periodically())
+        # Replay requests are applied before the first read, then once per
+        # commit interval.
+        last_replay_check = -float("inf")
         try:
             while not self.stopping.is_set() and self._failure is None:
+                if time.monotonic() - last_replay_check >= self.commit_interval:
+                    await self._apply_replays(tracker, committed)
+                    last_replay_check = time.monotonic()
                 room = self.max_in_flight - tracker.in_work
                 if room <= 0:
                     self._room.clear()
@@ -145,7 +162,7 @@ class PipelineRuntime:
             self.stopping.set()
             for _ in workers:
                 self._ready.put_nowait(None)
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*workers, redrives, return_exceptions=True)
             await self._commit(tracker, committed)
             logger.info(
                 "pipeline %s stopped; committed up to %s",
@@ -154,6 +171,79 @@ class PipelineRuntime:
             )
         if self._failure is not None:
             raise self._failure
+
+    async def _redrive_periodically(self) -> None:
+        # NOTE: a redriven event is delivered beside the key's lane, so it can
+        # overtake or trail newer events of the same key that are in work.
+        while not self.stopping.is_set():
+            try:
+                await self.redriver.run_pending()
+            except Exception as exc:
+                logger.exception("pipeline %s stopped on a redrive error", self.name)
+                self._failure = exc
+                self.stopping.set()
+                return
+            await self._wait_or_stop(self.stopping.wait(), self.commit_interval)
+
+    async def _apply_replays(
+        self, tracker: OffsetTracker, committed: dict[int, int]
+    ) -> None:
+        requests = await self.state.pending_replays(self.name)
+        if not requests:
+            return
+
+        # Moving the group while records are in work would let their offsets
+        # be committed over the new position, so the lanes drain first.
+        while tracker.in_work and not self.stopping.is_set():
+            self._room.clear()
+            await self._wait_or_stop(self._room.wait(), 0.5)
+        if tracker.in_work:
+            return
+        await self._commit(tracker, committed)
+
+        positions = dict(committed)
+        for request in requests:
+            positions = await self._replay(request)
+        tracker.reset(positions)
+        committed.clear()
+        committed.update(positions)
+
+    async def _replay(self, request: ReplayRequest) -> dict[int, int]:
+        moment = None
+        if request.from_time is not None:
+            moment = datetime.fromtimestamp(request.from_time, UTC)
+        positions = await self.log.seek(
+            self.group, offset=request.from_offset, time=moment
+        )
+        forgotten = 0
+        if request.force:
+            ids = await self._event_ids_after(positions)
+            for sink in self._ledger_sinks:
+                forgotten += await self.state.forget_deliveries(sink, ids)
+        assert request.id is not None
+        await self.state.finish_replay(request.id, positions)
+        logger.info(
+            "pipeline %s replays from offset %d; %d ledger entries removed",
+            self.name,
+            min(positions.values()) + 1,
+            forgotten,
+        )
+        return positions
+
+    async def _event_ids_after(self, positions: dict[int, int]) -> list[str]:
+        """Return the ids of the pipeline's events from positions to the log's end."""
+        end = await self.log.end_offset()
+        cursor = dict(positions)
+        ids: list[str] = []
+        while records := await self.log.read(cursor, self.read_batch):
+            for record in records:
+                cursor[record.partition] = max(cursor[record.partition], record.offset)
+                if record.offset <= end and self.accepts(record.event.type):
+                    ids.append(record.event.id)
+            # Events appended after the request are not in the ledger yet.
+            if min(record.offset for record in records) > end:
+                break
+        return ids
 
     async def _wait_or_stop(self, awaitable: Awaitable[Any], timeout: float) -> None:
         waiter = asyncio.ensure_future(awaitable)

@@ -15,11 +15,19 @@ import orjson
 
 from plantbus.errors import PlantbusError
 from plantbus.state.dead_letters import Attempt, DeadLetter
-from plantbus.state.store import AuditRecord, DeadLetterFilter, Delivery, StateStore
+from plantbus.state.store import (
+    AuditRecord,
+    DeadLetterFilter,
+    Delivery,
+    ReplayRequest,
+    StateStore,
+)
 
 logger = logging.getLogger("plantbus.state")
 
 T = TypeVar("T")
+
+DEAD_LETTER_STATUSES = ("open", "redriving", "redriven", "discarded")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -58,6 +66,16 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL,
     target TEXT NOT NULL,
     details TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replays (
+    id INTEGER PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    from_offset INTEGER,
+    from_time REAL,
+    force INTEGER NOT NULL,
+    requested_at REAL NOT NULL,
+    applied_at REAL,
+    positions TEXT
 );
 """
 
@@ -238,8 +256,10 @@ class SqliteStateStore(StateStore):
             parameters.extend(where.ids)
         for column, value in (
             ("event_type", where.event_type),
+            ("event_id", where.event_id),
             ("sink", where.sink),
             ("status", where.status),
+            ("pipeline", where.pipeline),
         ):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -261,16 +281,98 @@ class SqliteStateStore(StateStore):
         return [_dead_letter(row) for row in self._db().execute(sql, parameters)]
 
     async def set_dead_letter_status(self, letter_id: int, status: str) -> None:
-        """Mark a dead letter as open, redriven or discarded."""
-        if status not in ("open", "redriven", "discarded"):
+        """Mark a dead letter as open, redriving, redriven or discarded."""
+        if status not in DEAD_LETTER_STATUSES:
             raise ValueError(
-                f"Dead letter status {status!r} is invalid: expected 'open', "
-                f"'redriven' or 'discarded'."
+                f"Dead letter status {status!r} is invalid: expected one of "
+                f"{', '.join(map(repr, DEAD_LETTER_STATUSES))}."
             )
         await self._run(
             self._execute,
             "UPDATE dead_letters SET status = ? WHERE id = ?",
             (status, letter_id),
+        )
+
+    async def pending_redrives(self, pipeline: str) -> list[DeadLetter]:
+        """Return the dead letters of a pipeline waiting for redrive, oldest first."""
+        return await self.dead_letters(
+            DeadLetterFilter(status="redriving", pipeline=pipeline)
+        )
+
+    async def finish_redrive(self, letter_id: int, outcome: str) -> None:
+        """Mark a dead letter as redriven and store how the redrive ended."""
+        await self._run(
+            self._execute,
+            "UPDATE dead_letters SET status = 'redriven', "
+            "details = json_set(details, '$.redrive_outcome', ?, "
+            "'$.redriven_at', ?) WHERE id = ?",
+            (outcome, time.time(), letter_id),
+        )
+
+    async def forget_deliveries(self, sink: str, event_ids: Sequence[str]) -> int:
+        """Remove the ledger entries of events at a sink and count them."""
+        if not event_ids:
+            return 0
+        return await self._run(self._forget_deliveries, sink, list(event_ids))
+
+    def _forget_deliveries(self, sink: str, event_ids: list[str]) -> int:
+        removed = 0
+        with self._db() as db:
+            for start in range(0, len(event_ids), 500):
+                chunk = event_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                removed += db.execute(
+                    f"DELETE FROM deliveries WHERE sink = ? AND event_id IN ({marks})",
+                    [sink, *chunk],
+                ).rowcount
+        return removed
+
+    # Replay requests
+
+    async def request_replay(self, request: ReplayRequest) -> int:
+        """Store a replay request for its pipeline to apply and return its id."""
+        return await self._run(
+            self._execute,
+            "INSERT INTO replays (pipeline, from_offset, from_time, force, "
+            "requested_at) VALUES (?, ?, ?, ?, ?)",
+            (
+                request.pipeline,
+                request.from_offset,
+                request.from_time,
+                int(request.force),
+                request.requested_at or time.time(),
+            ),
+        )
+
+    async def pending_replays(self, pipeline: str) -> list[ReplayRequest]:
+        """Return a pipeline's replay requests not yet applied, oldest first."""
+        rows = await self._run(
+            lambda: (
+                self._db()
+                .execute(
+                    "SELECT pipeline, from_offset, from_time, force, requested_at, "
+                    "id FROM replays WHERE pipeline = ? AND applied_at IS NULL "
+                    "ORDER BY id",
+                    (pipeline,),
+                )
+                .fetchall()
+            )
+        )
+        return [
+            ReplayRequest(name, offset, moment, bool(force), requested_at, request_id)
+            for name, offset, moment, force, requested_at, request_id in rows
+        ]
+
+    async def finish_replay(self, request_id: int, positions: dict[int, int]) -> None:
+        """Mark a replay request as applied, with the offsets the group moved to."""
+        await self._run(
+            self._execute,
+            "UPDATE replays SET applied_at = ?, positions = ? WHERE id = ?",
+            (
+                time.time(),
+                orjson.dumps(positions, option=orjson.OPT_NON_STR_KEYS).decode(),
+                request_id,
+            ),
         )
 
     # Audit log

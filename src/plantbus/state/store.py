@@ -30,6 +30,8 @@ class DeadLetterFilter:
 
     ids: list[int] | None = None
     event_type: str | None = None
+    event_id: str | None = None
+    pipeline: str | None = None
     sink: str | None = None
     error_contains: str | None = None
     since: float | None = None
@@ -46,6 +48,20 @@ class AuditRecord:
     action: str
     target: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    """A request to move a pipeline's consumer group back, applied by the pipeline."""
+
+    pipeline: str
+    from_offset: int | None = None
+    # Seconds since the epoch, UTC; exactly one of the two starts is set.
+    from_time: float | None = None
+    # Remove the ledger entries of the replayed events first, so they go out again.
+    force: bool = False
+    requested_at: float = 0.0
+    id: int | None = None
 
 
 class StateStore(ABC):
@@ -88,7 +104,31 @@ class StateStore(ABC):
 
     @abstractmethod
     async def set_dead_letter_status(self, letter_id: int, status: str) -> None:
-        """Mark a dead letter as open, redriven or discarded."""
+        """Mark a dead letter as open, redriving, redriven or discarded."""
+
+    @abstractmethod
+    async def pending_redrives(self, pipeline: str) -> list[DeadLetter]:
+        """Return the dead letters of a pipeline waiting for redrive, oldest first."""
+
+    @abstractmethod
+    async def finish_redrive(self, letter_id: int, outcome: str) -> None:
+        """Mark a dead letter as redriven and store how the redrive ended."""
+
+    @abstractmethod
+    async def forget_deliveries(self, sink: str, event_ids: Sequence[str]) -> int:
+        """Remove the ledger entries of events at a sink and count them."""
+
+    @abstractmethod
+    async def request_replay(self, request: ReplayRequest) -> int:
+        """Store a replay request for its pipeline to apply and return its id."""
+
+    @abstractmethod
+    async def pending_replays(self, pipeline: str) -> list[ReplayRequest]:
+        """Return a pipeline's replay requests not yet applied, oldest first."""
+
+    @abstractmethod
+    async def finish_replay(self, request_id: int, positions: dict[int, int]) -> None:
+        """Mark a replay request as applied, with the offsets the group moved to."""
 
     @abstractmethod
     async def add_audit(self, record: AuditRecord) -> None:
