@@ -67,6 +67,7 @@ def check_events(
         checked.invalid_count = 1
         return checked
 
+    indexes: list[int] = []
     for index, document in enumerate(decoded.documents):
         violations = list(decoded.violations) if index == 0 else []
         event = _check_document(document, catalogue, allow_unknown_types, violations)
@@ -85,6 +86,22 @@ def check_events(
         if decoded.binary_data is not None:
             event.data_binary = decoded.binary_data
         checked.events.append(event)
+        indexes.append(index)
+
+    # With valid envelopes, the data is checked once, by `ingest`. A request
+    # that is rejected anyway gets the data errors of every event listed too.
+    if checked.invalid_count:
+        for index, event in zip(indexes, checked.events, strict=True):
+            try:
+                catalogue.validate(event, allow_unknown=allow_unknown_types)
+            except SchemaError as exc:
+                checked.errors.extend(
+                    violation_entries(
+                        event.id, exc.violations, index if decoded.batch else None
+                    )
+                )
+                checked.invalid_count += 1
+        checked.errors.sort(key=lambda entry: entry.get("index", 0))
     return checked
 
 
@@ -103,8 +120,8 @@ def _check_document(
 
     # Without a valid envelope there is no event, but the data can still be
     # checked, so the sender learns about every field in one response.
-    probe = event
-    if probe is None and isinstance(document, dict):
+    probe = None
+    if event is None and isinstance(document, dict):
         event_type = document.get("type")
         if isinstance(event_type, str) and event_type in catalogue:
             probe = Event(id="", source="", type=event_type, data=document.get("data"))
