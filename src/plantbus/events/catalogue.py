@@ -22,6 +22,7 @@ import jsonschema
 
 from plantbus.errors import SchemaError, Violation
 from plantbus.events.envelope import Event
+from plantbus.events.validation import compile_schema
 
 # Most violations listed for one event.
 MAX_VIOLATIONS = 100
@@ -76,8 +77,21 @@ class EventType:
         return str(self.schema["$id"])
 
     @cached_property
-    def _fast_check(self) -> Callable[[Any], Any]:
-        check: Callable[[Any], Any] = fastjsonschema.compile(self.schema)
+    def _fast_check(self) -> Callable[[Any], bool]:
+        compiled = compile_schema(self.schema)
+        if compiled is not None:
+            return compiled
+
+        # A schema outside the compiled subset goes through fastjsonschema.
+        general = fastjsonschema.compile(self.schema)
+
+        def check(data: Any) -> bool:
+            try:
+                general(data)
+            except fastjsonschema.JsonSchemaException:
+                return False
+            return True
+
         return check
 
     @cached_property
@@ -99,12 +113,7 @@ class EventType:
         At most MAX_VIOLATIONS are listed; a last entry says how many more
         there were, so that a hostile event cannot make the answer huge.
         """
-        try:
-            self._fast_check(data)
-        except fastjsonschema.JsonSchemaException:
-            found = self._all_violations(data)
-        else:
-            found = []
+        found = [] if self._fast_check(data) else self._all_violations(data)
         found.extend(self._time_violations(data, {v.path for v in found}))
         found.sort(key=lambda violation: violation.path)
         if len(found) > MAX_VIOLATIONS:
