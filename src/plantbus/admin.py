@@ -83,6 +83,8 @@ class AdminService:
 
     async def dead_letter(self, letter_id: int) -> DeadLetter | None:
         """Return one dead letter in any status, or None when the id is unknown."""
+        if not 1 <= letter_id < 2**63:
+            return None
         found = await self.state.dead_letters(
             DeadLetterFilter(ids=[letter_id], status=None), limit=1
         )
@@ -113,8 +115,10 @@ class AdminService:
         result = ActionResult()
         for letter in await self._select(where, result):
             assert letter.id is not None
-            await self.state.set_dead_letter_status(letter.id, "discarded")
-            result.done.append(letter.id)
+            if await self.state.claim_dead_letter(letter.id, "open", "discarded"):
+                result.done.append(letter.id)
+            else:
+                result.rejected.append((letter.id, _TAKEN.format(letter.id)))
         await self._audit(actor, "dead_letter.discard", where, result, reason=reason)
         return result
 
@@ -173,23 +177,40 @@ class AdminService:
     async def _select(
         self, where: DeadLetterFilter, result: ActionResult
     ) -> list[DeadLetter]:
+        where = _without_blank_filters(where)
         if where.ids is None and _is_unbounded(where):
             raise PlantbusError(
-                "A redrive or discard without ids needs at least one filter (event "
-                "type, sink, error text, since or until), so that it cannot touch "
-                "every dead letter by accident."
+                "A redrive or discard without ids needs at least one non-empty "
+                "filter (event type, pipeline, sink, error text, since or until), "
+                "so that it cannot touch every dead letter by accident."
             )
+        if where.ids is not None:
+            _check_ids(where.ids)
         # Only open letters can be redriven or discarded.
         selected = dataclasses.replace(where, status="open")
         letters = await self.state.dead_letters(selected, limit=MAX_LETTERS_PER_ACTION)
         if where.ids is not None:
             found = {letter.id for letter in letters}
-            for missing in sorted(set(where.ids) - found):
-                known = await self.dead_letter(missing)
-                status = "unknown" if known is None else known.details.get("status")
-                result.rejected.append(
-                    (missing, f"dead letter {missing} is {status}, not open")
+            missing = sorted(set(where.ids) - found)
+            # One query for all of them: the status of those that exist.
+            known = (
+                {
+                    letter.id: letter.details.get("status")
+                    for letter in await self.state.dead_letters(
+                        DeadLetterFilter(ids=missing, status=None), limit=len(missing)
+                    )
+                }
+                if missing
+                else {}
+            )
+            for letter_id in missing:
+                status = known.get(letter_id)
+                reason = (
+                    f"no dead letter has id {letter_id}"
+                    if status is None
+                    else f"dead letter {letter_id} is {status}, not open"
                 )
+                result.rejected.append((letter_id, reason))
         return letters
 
     async def _redrive_one(self, letter: DeadLetter) -> str | None:
@@ -203,7 +224,8 @@ class AdminService:
                 f"dead letter {letter.id} comes from pipeline {letter.pipeline!r}, "
                 f"which is not in the hub file; discard it instead"
             )
-        await self.state.set_dead_letter_status(letter.id, "redriving")
+        if not await self.state.claim_dead_letter(letter.id, "open", "redriving"):
+            return _TAKEN.format(letter.id)
         return None
 
     async def _redrive_ingest(self, letter: DeadLetter) -> str | None:
@@ -229,6 +251,14 @@ class AdminService:
                 f"from the source's rejected folder instead"
             )
 
+        if not source.path.is_dir():
+            return (
+                f"dead letter {letter.id}: the inbox {str(source.path)!r} of source "
+                f"{source.name!r} does not exist; check that the hub file's paths "
+                f"and variables are the running hub's"
+            )
+        if not await self.state.claim_dead_letter(letter.id, "open", "redriving"):
+            return _TAKEN.format(letter.id)
         name = str(letter.details.get("file") or f"dead-letter-{letter.id}")
         target = _write_into_inbox(source.path, Path(name).name, letter.payload)
         await self.state.finish_redrive(
@@ -256,10 +286,13 @@ class AdminService:
             for name, value in dataclasses.asdict(where).items()
             if value is not None and name not in ("ids", "status")
         }
+        rejected = result.to_dict()["rejected"]
         details: dict[str, Any] = {
             "ids": result.done,
             "filter": filters,
-            "rejected": result.to_dict()["rejected"],
+            # A long list of unknown ids would bloat every audit read.
+            "rejected": rejected[:100],
+            "rejected_count": len(rejected),
         }
         if reason is not None:
             details["reason"] = reason
@@ -274,6 +307,35 @@ class AdminService:
             len(result.done),
             len(result.rejected),
         )
+
+
+# Most ids one redrive or discard takes; larger selections use filters.
+MAX_IDS = 1000
+_TAKEN = "dead letter {} was redriven or discarded by another request meanwhile"
+
+
+def _check_ids(ids: list[int]) -> None:
+    if len(ids) > MAX_IDS:
+        raise PlantbusError(
+            f"{len(ids)} ids were given; at most {MAX_IDS} are taken at once. Use "
+            f"filters for larger selections, or split the list."
+        )
+    for letter_id in ids:
+        if not 1 <= letter_id < 2**63:
+            raise PlantbusError(
+                f"Dead letter id {letter_id} is out of range: ids are whole "
+                f"numbers from 1 to {2**63 - 1}."
+            )
+
+
+def _without_blank_filters(where: DeadLetterFilter) -> DeadLetterFilter:
+    """Treat empty text filters as absent: `--error ''` must not match everything."""
+    blank = {
+        name: None
+        for name in ("event_type", "event_id", "pipeline", "sink", "error_contains")
+        if isinstance(getattr(where, name), str) and not getattr(where, name).strip()
+    }
+    return dataclasses.replace(where, **blank) if blank else where
 
 
 def _is_unbounded(where: DeadLetterFilter) -> bool:

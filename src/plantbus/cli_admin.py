@@ -100,7 +100,13 @@ def _parse_time(value: str | None, option: str) -> float | None:
             f"'2026-03-01T06:00:00+01:00'."
         ) from exc
     # A time without an offset is the operator's local time.
-    return moment.astimezone().timestamp()
+    try:
+        return moment.astimezone().timestamp()
+    except (ValueError, OverflowError) as exc:
+        raise PlantbusError(
+            f"Option `{option}` is {value!r}, which is out of range; give a time "
+            f"after 1970."
+        ) from exc
 
 
 def _letter_filter(

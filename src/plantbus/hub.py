@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from plantbus.backbone.log import EventLog
 from plantbus.config.model import (
@@ -56,6 +59,8 @@ class Hub:
     pipelines: list[PipelineRuntime] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Open file whose exclusive lock marks data_dir as in use by this hub.
+    lock: IO[bytes] | None = None
 
     async def reject(self, letter: DeadLetter) -> None:
         """Store input that a source could not turn into events."""
@@ -117,6 +122,9 @@ class Hub:
                 await close()
         await self.state.close()
         await self.log.close()
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
         logger.info("hub %s stopped", self.config.hub.name)
 
     async def _trim_periodically(self) -> None:
@@ -148,6 +156,32 @@ class Hub:
             loop.add_signal_handler(signum, self.stop)
 
 
+def _lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Take an exclusive lock on a hub's data folder, or raise if another hub has it.
+
+    Two hubs on one folder would run the same consumer groups from the same
+    offsets and watch the same inboxes. The operating system drops the lock
+    when the process ends, also on kill -9.
+    """
+    handle = (data_dir / "hub.lock").open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().decode("ascii", "replace").strip() or "unknown"
+        handle.close()
+        raise PlantbusError(
+            f"Another hub (process {holder}) is running with the data folder "
+            f"{str(data_dir)!r}; stop it first, or give this hub its own "
+            f"`hub.data_dir`."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()).encode())
+    handle.flush()
+    return handle
+
+
 def tune_garbage_collector() -> None:
     """Make Python's cyclic garbage collector run less often, for a long-lived hub.
 
@@ -170,6 +204,7 @@ async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hu
 
     data_dir = config.hub.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(data_dir)
     log = SqliteLog(data_dir / "log.sqlite", partitions=config.backbone.partitions)
     await log.start()
     state = SqliteStateStore(data_dir / "state.sqlite")
@@ -181,6 +216,7 @@ async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hu
         for s in config.sources
     )
     hub = Hub(
+        lock=lock,
         config=config,
         log=log,
         state=state,

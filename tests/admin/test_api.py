@@ -119,7 +119,7 @@ async def test_admin_redrive_without_selection_is_422(client, stores) -> None:
     response = await client.post("/v1/admin/dead-letters/redrive", json={})
 
     assert response.status_code == 422
-    assert "needs at least one filter" in response.json()["detail"]
+    assert "needs at least one non-empty filter" in response.json()["detail"]
     assert await state.audit_log() == []
 
 

@@ -159,7 +159,7 @@ def test_dlq_redrive_http_letter_rejected(hub_file: Path) -> None:
 
     assert result.exit_code == 1
     assert "not a folder source" in result.output
-    assert "dead letter 99 is unknown, not open" in result.output
+    assert "no dead letter has id 99" in result.output
     assert len(letters(hub_file, "open")) == 3
     (record,) = audit(hub_file)
     assert len(record.details["rejected"]) == 2
@@ -171,7 +171,7 @@ def test_dlq_redrive_without_ids_or_filter_exits_2(hub_file: Path) -> None:
     result = runner.invoke(app, ["dlq", "redrive", str(hub_file)])
 
     assert result.exit_code == 2
-    assert "needs at least one filter" in result.output
+    assert "needs at least one non-empty filter" in result.output
     assert len(letters(hub_file, "open")) == 3
 
 
@@ -209,3 +209,35 @@ def test_replay_unknown_pipeline_exits_2(hub_file: Path) -> None:
     assert result.exit_code == 2
     assert "Pipeline 'nope' is not in the hub file" in result.output
     assert audit(hub_file) == []
+
+
+def test_dlq_redrive_empty_error_filter_selects_nothing(hub_file: Path) -> None:
+    seed(hub_file)
+
+    result = runner.invoke(app, ["dlq", "redrive", str(hub_file), "--error", ""])
+
+    assert result.exit_code == 2
+    assert "needs at least one non-empty filter" in result.output
+    assert all(letter.details["status"] == "open" for letter in letters(hub_file))
+
+
+def test_dlq_show_and_redrive_reject_out_of_range_ids(hub_file: Path) -> None:
+    seed(hub_file)
+    huge = str(10**20)
+
+    shown = runner.invoke(app, ["dlq", "show", str(hub_file), huge])
+    redriven = runner.invoke(app, ["dlq", "redrive", str(hub_file), huge])
+
+    assert shown.exit_code == 1
+    assert f"There is no dead letter {huge}" in shown.output
+    assert redriven.exit_code == 2
+    assert "out of range" in redriven.output
+
+
+def test_dlq_list_rejects_time_before_epoch(hub_file: Path) -> None:
+    seed(hub_file)
+
+    result = runner.invoke(app, ["dlq", "list", str(hub_file), "--since", "0001-01-01"])
+
+    assert result.exit_code == 2
+    assert "out of range" in result.output

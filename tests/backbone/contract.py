@@ -375,3 +375,13 @@ async def test_wait_for_append_sees_other_client(
 
 # Backend modules star-import exactly the test functions.
 __all__ = sorted(name for name in dir() if name.startswith("test_"))
+
+
+async def test_seek_past_end_resumes_at_next_append(log: EventLog) -> None:
+    await log.append([make_event("k", n) for n in range(3)])
+
+    await log.seek("late", offset=1_000_000)
+    appended = await log.append([make_event("k", 99)])
+    records = await log.read(await log.committed("late"), 10)
+
+    assert [r.offset for r in records] == [appended[0].offset]

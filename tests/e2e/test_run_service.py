@@ -162,3 +162,21 @@ def test_run_stops_on_sigint(tmp_path: Path) -> None:
 
     assert process.returncode == 0, output.decode()
     assert "hub service-test stopped" in output.decode()
+
+
+def test_run_refuses_data_folder_of_running_hub(tmp_path: Path) -> None:
+    port = free_port()
+    hub_file = tmp_path / "hub.yaml"
+    hub_file.write_text(HUB.format(port=port))
+    first = start_hub(hub_file)
+    wait_until_serving(f"http://127.0.0.1:{port}", first)
+    second_file = tmp_path / "second.yaml"
+    second_file.write_text(HUB.format(port=free_port()))
+
+    second = start_hub(second_file)
+    output, _ = second.communicate(timeout=30)
+    stop(first)
+
+    assert second.returncode == 1
+    assert f"process {first.pid}" in output.decode()
+    assert "is running with the data folder" in output.decode()

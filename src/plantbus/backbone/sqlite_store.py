@@ -417,7 +417,9 @@ def seek_group(
             position = last_offset(connection) if first is None else first - 1
         else:
             assert offset is not None
-            position = max(offset - 1, 0)
+            # Past the end there is nothing to read yet; resuming beyond it
+            # would skip the records appended next.
+            position = min(max(offset - 1, 0), last_offset(connection))
         offsets = dict.fromkeys(range(partitions), position)
         connection.executemany(
             _UPSERT_OFFSET, [(group, p, o) for p, o in offsets.items()]

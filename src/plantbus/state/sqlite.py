@@ -280,6 +280,26 @@ class SqliteStateStore(StateStore):
         parameters.append(limit)
         return [_dead_letter(row) for row in self._db().execute(sql, parameters)]
 
+    async def claim_dead_letter(
+        self, letter_id: int, expected: str, status: str
+    ) -> bool:
+        """Change a dead letter's status only if it is `expected`; return success."""
+        if status not in DEAD_LETTER_STATUSES:
+            raise ValueError(
+                f"Dead letter status {status!r} is invalid: expected one of "
+                f"{', '.join(map(repr, DEAD_LETTER_STATUSES))}."
+            )
+        changed = await self._run(
+            self._update_count,
+            "UPDATE dead_letters SET status = ? WHERE id = ? AND status = ?",
+            (status, letter_id, expected),
+        )
+        return changed == 1
+
+    def _update_count(self, sql: str, parameters: tuple[Any, ...]) -> int:
+        with self._db() as db:
+            return db.execute(sql, parameters).rowcount
+
     async def set_dead_letter_status(self, letter_id: int, status: str) -> None:
         """Mark a dead letter as open, redriving, redriven or discarded."""
         if status not in DEAD_LETTER_STATUSES:

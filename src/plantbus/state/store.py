@@ -103,6 +103,15 @@ class StateStore(ABC):
         """Return the dead letters that match a filter, oldest first."""
 
     @abstractmethod
+    async def claim_dead_letter(
+        self, letter_id: int, expected: str, status: str
+    ) -> bool:
+        """Change a dead letter's status only if it is `expected`; return success.
+
+        Two operators acting on one dead letter at once cannot both win.
+        """
+
+    @abstractmethod
     async def set_dead_letter_status(self, letter_id: int, status: str) -> None:
         """Mark a dead letter as open, redriving, redriven or discarded."""
 
