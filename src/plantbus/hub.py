@@ -36,6 +36,7 @@ from plantbus.errors import ConfigError, DeliveryError, PlantbusError
 from plantbus.events.catalogue import Catalogue
 from plantbus.ingest import Ingestor
 from plantbus.pipeline import steps as step_kinds
+from plantbus.pipeline.circuit import CircuitBreaker
 from plantbus.pipeline.delivery import Deliverer
 from plantbus.pipeline.runtime import PipelineRuntime
 from plantbus.state.dead_letters import DeadLetter
@@ -56,6 +57,7 @@ class Hub:
     systems: dict[str, Any] = field(default_factory=dict)
     sources: list[Source] = field(default_factory=list)
     sinks: dict[str, Sink] = field(default_factory=dict)
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     pipelines: list[PipelineRuntime] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -229,6 +231,11 @@ async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hu
             hub.systems[name] = await _build_system(name, system)
         for sink_config in config.sinks:
             hub.sinks[sink_config.name] = _build_sink(sink_config, hub)
+            hub.breakers[sink_config.name] = CircuitBreaker(
+                sink_config.name,
+                failure_threshold=sink_config.circuit.failure_threshold,
+                reset_seconds=sink_config.circuit.reset_seconds,
+            )
         for source_config in config.sources:
             hub.sources.append(_build_source(source_config, hub))
         for pipeline_config in config.pipelines:
@@ -349,7 +356,16 @@ def _build_pipeline(config: PipelineConfig, hub: Hub) -> PipelineRuntime:
         steps.append(builders[type(step)](step))
 
     deliverer = Deliverer(
-        config.name, hub.sinks, targets, hub.state, config.retry, hub.stopping
+        config.name,
+        hub.sinks,
+        targets,
+        hub.state,
+        config.retry,
+        hub.stopping,
+        sink_policies={
+            sink.name: sink.retry for sink in hub.config.sinks if sink.retry is not None
+        },
+        breakers=hub.breakers,
     )
     return PipelineRuntime(
         config.name,

@@ -152,3 +152,45 @@ def test_loader_reports_invalid_yaml_with_line(tmp_path: Path) -> None:
     path = write(tmp_path, "hub:\n  name: [unclosed\n")
     assert f"{path}:" in error_of(path)
     assert "not valid YAML" in error_of(path)
+
+
+def test_loader_reads_sink_retry_and_circuit(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+sinks:
+  - name: erp
+    kind: memory
+    retry: {max_attempts: 9, max_age_seconds: 600, permanent_errors: ["HTTP 422"]}
+    circuit: {failure_threshold: 3, reset_seconds: 15}
+pipelines:
+  - name: p
+    steps:
+      - deliver: {to: [erp]}
+""",
+    )
+
+    config = load_hub(path, environ={})
+
+    sink = config.sinks[0]
+    assert sink.retry is not None
+    assert sink.retry.max_attempts == 9
+    assert sink.retry.permanent_errors == ["HTTP 422"]
+    assert sink.circuit.failure_threshold == 3
+
+
+def test_loader_rejects_invalid_error_pattern(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+sinks:
+  - name: erp
+    kind: memory
+    retry: {permanent_errors: ["HTTP (422"]}
+""",
+    )
+
+    message = error_of(path)
+
+    assert f"{path}:4: key `sinks[0].retry`" in message
+    assert "not a valid regular expression" in message

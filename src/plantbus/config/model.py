@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -86,37 +87,65 @@ SourceConfig = Annotated[
 ]
 
 
-class TrytonSinkConfig(Strict):
-    kind: Literal["tryton"]
+class RetryConfig(Strict):
+    max_attempts: int = Field(default=5, ge=1)
+    # Give up once the first attempt is this many seconds old; None: no limit.
+    max_age_seconds: float | None = Field(default=None, gt=0)
+    initial_seconds: float = Field(default=0.5, ge=0)
+    max_seconds: float = Field(default=30.0, ge=0)
+    multiplier: float = Field(default=2.0, ge=1)
+    # Share of each wait drawn at random, so that retries of many events spread out.
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    # Regular expressions on the error message that override the sink's own
+    # classification: matching errors are final, or are retried.
+    permanent_errors: list[str] = []
+    retryable_errors: list[str] = []
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> RetryConfig:
+        for pattern in (*self.permanent_errors, *self.retryable_errors):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"{pattern!r} is not a valid regular expression: {exc}"
+                ) from exc
+        return self
+
+
+class CircuitConfig(Strict):
+    # Retryable failures in a row that open the circuit of a sink.
+    failure_threshold: int = Field(default=5, ge=1)
+    # Seconds an open circuit waits before it lets one probe delivery through.
+    reset_seconds: float = Field(default=30.0, gt=0)
+
+
+class SinkBase(Strict):
     name: str
+    # Retry policy for this sink; by default the pipeline's.
+    retry: RetryConfig | None = None
+    circuit: CircuitConfig = CircuitConfig()
+
+
+class TrytonSinkConfig(SinkBase):
+    kind: Literal["tryton"]
     system: str
 
 
-class FileSinkConfig(Strict):
+class FileSinkConfig(SinkBase):
     kind: Literal["file"]
-    name: str
     # JSON Lines file that each delivered event is appended to.
     path: Path
 
 
-class MemorySinkConfig(Strict):
+class MemorySinkConfig(SinkBase):
     kind: Literal["memory"]
-    name: str
 
 
 SinkConfig = Annotated[
     TrytonSinkConfig | FileSinkConfig | MemorySinkConfig,
     Field(discriminator="kind"),
 ]
-
-
-class RetryConfig(Strict):
-    max_attempts: int = Field(default=5, ge=1)
-    initial_seconds: float = Field(default=0.5, ge=0)
-    max_seconds: float = Field(default=30.0, ge=0)
-    multiplier: float = Field(default=2.0, ge=1)
-    # Share of each wait drawn at random, so that retries of many events spread out.
-    jitter: float = Field(default=0.2, ge=0, le=1)
 
 
 class ValidateOptions(Strict):

@@ -40,3 +40,8 @@ DEAD_LETTERS = Counter(
     "Dead letters stored, by stage.",
     ["stage"],
 )
+CIRCUIT_STATE = Gauge(
+    "plantbus_circuit_state",
+    "Circuit breaker state per sink: 0 closed, 1 half-open (probing), 2 open.",
+    ["sink"],
+)

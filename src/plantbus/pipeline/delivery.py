@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 
 from plantbus.backbone.log import Record
@@ -12,6 +13,7 @@ from plantbus.config.model import RetryConfig
 from plantbus.connectors.base import Sink
 from plantbus.errors import PermanentDeliveryError, RetryableDeliveryError
 from plantbus.observability.metrics import DEAD_LETTERS, DELIVERIES, DELIVERY_LATENCY
+from plantbus.pipeline.circuit import CircuitBreaker, CircuitOpen
 from plantbus.pipeline.steps import WorkItem
 from plantbus.state.dead_letters import Attempt, DeadLetter
 from plantbus.state.store import Delivery, StateStore
@@ -37,6 +39,19 @@ def backoff_seconds(
     return wait
 
 
+def _is_permanent(exc: Exception, message: str, policy: RetryConfig) -> bool:
+    """Decide whether a failure is final: the policy's patterns, else the sink's class.
+
+    Anything the sink did not mark permanent may pass: a timeout, a 5xx, a
+    dropped connection, or an error the sink did not classify.
+    """
+    if any(re.search(pattern, message) for pattern in policy.permanent_errors):
+        return True
+    if any(re.search(pattern, message) for pattern in policy.retryable_errors):
+        return False
+    return isinstance(exc, PermanentDeliveryError)
+
+
 class Deliverer:
     """Deliver work items to their sinks, once per sink as far as the ledger tells."""
 
@@ -48,6 +63,9 @@ class Deliverer:
         state: StateStore,
         policy: RetryConfig,
         stopping: asyncio.Event,
+        *,
+        sink_policies: dict[str, RetryConfig] | None = None,
+        breakers: dict[str, CircuitBreaker] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.sinks = sinks
@@ -55,6 +73,10 @@ class Deliverer:
         self.state = state
         self.policy = policy
         self.stopping = stopping
+        # A sink's own policy wins over the pipeline's; breakers are per sink
+        # and shared by every pipeline that delivers to it.
+        self.sink_policies = sink_policies or {}
+        self.breakers = breakers or {}
         # Deliveries not yet in the ledger. The runtime writes them in one
         # transaction before it commits offsets: a crash in between redelivers
         # those events, and the sinks' own idempotency absorbs the repeat.
@@ -93,39 +115,58 @@ class Deliverer:
         self, sink_name: str, item: WorkItem, record: Record
     ) -> None:
         sink = self.sinks[sink_name]
+        policy = self.sink_policies.get(sink_name, self.policy)
+        breaker = self.breakers.get(sink_name)
         event = item.event
         attempts: list[Attempt] = []
         while True:
+            if breaker is not None:
+                try:
+                    await breaker.acquire(self.stopping)
+                except CircuitOpen:
+                    raise Abandoned() from None
             try:
                 reference = await sink.deliver(event)
-            except PermanentDeliveryError as exc:
-                attempts.append(Attempt(time.time(), str(exc)))
-                await self._dead_letter(sink_name, item, record, attempts, str(exc))
-                return
             except Exception as exc:
-                # Anything but a permanent error may pass: a timeout, a 5xx, a
-                # dropped connection, or an error the sink did not classify.
                 message = str(exc) or type(exc).__name__
                 attempts.append(Attempt(time.time(), message))
-                if len(attempts) >= self.policy.max_attempts:
+                permanent = _is_permanent(exc, message, policy)
+                if breaker is not None:
+                    # A permanent rejection is an answer: the target is up.
+                    if permanent:
+                        breaker.succeeded()
+                    else:
+                        breaker.failed()
+                if permanent:
+                    await self._dead_letter(sink_name, item, record, attempts, message)
+                    return
+                too_old = policy.max_age_seconds is not None and (
+                    attempts[-1].at - attempts[0].at >= policy.max_age_seconds
+                )
+                if len(attempts) >= policy.max_attempts or too_old:
+                    limit = (
+                        f"{len(attempts)} attempts"
+                        if not too_old
+                        else f"{attempts[-1].at - attempts[0].at:.0f} s of retries"
+                    )
                     await self._dead_letter(
                         sink_name,
                         item,
                         record,
                         attempts,
-                        f"gave up after {len(attempts)} attempts: {message}",
+                        f"gave up after {limit}: {message}",
                     )
                     return
                 retry_after = (
                     exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
                 )
-                wait = backoff_seconds(self.policy, len(attempts), retry_after)
+                wait = backoff_seconds(policy, len(attempts), retry_after)
                 DELIVERIES.labels(self.pipeline, sink_name, "retried").inc()
                 logger.warning(
                     "delivery failed, retrying in %.2fs (attempt %d of %d): %s",
                     wait,
                     len(attempts),
-                    self.policy.max_attempts,
+                    policy.max_attempts,
                     message,
                     extra={
                         "event_id": event.id,
@@ -136,6 +177,8 @@ class Deliverer:
                 await self.wait(wait)
                 continue
 
+            if breaker is not None:
+                breaker.succeeded()
             latency = max(0.0, time.time() - record.appended_at)
             self.unrecorded.append(
                 Delivery(
