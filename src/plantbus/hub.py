@@ -64,6 +64,11 @@ class Hub:
     # Open file whose exclusive lock marks data_dir as in use by this hub.
     lock: IO[bytes] | None = None
 
+    async def backlog(self) -> int:
+        """Return how many events the slowest pipeline has not committed yet."""
+        lags = [await self.log.lag(pipeline.group) for pipeline in self.pipelines]
+        return max(lags, default=0)
+
     async def reject(self, letter: DeadLetter) -> None:
         """Store input that a source could not turn into events."""
         await self.state.add_dead_letter(letter)
@@ -294,6 +299,7 @@ def _build_sink(config: Any, hub: Hub) -> Sink:
 def _build_source(config: Any, hub: Hub) -> Source:
     if isinstance(config, HttpSourceConfig):
         from plantbus.admin import AdminService
+        from plantbus.api.backpressure import BacklogGuard
         from plantbus.connectors.http import HttpSource
 
         api = hub.config.api
@@ -305,6 +311,15 @@ def _build_source(config: Any, hub: Hub) -> Source:
             allow_unknown_types=config.allow_unknown_types,
             max_body_bytes=api.max_body_bytes,
             admin=AdminService(hub.state, hub.config),
+            backlog_guard=(
+                BacklogGuard(
+                    hub.backlog,
+                    api.max_backlog_events,
+                    retry_after_seconds=api.backlog_retry_after_seconds,
+                )
+                if api.max_backlog_events is not None
+                else None
+            ),
         )
     if isinstance(config, FolderSourceConfig):
         from functools import partial

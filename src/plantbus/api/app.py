@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from plantbus.api.backpressure import BacklogGuard
 from plantbus.api.catalogue import catalogue_router
 from plantbus.api.ingest import events_router
 from plantbus.api.problems import (
@@ -39,6 +40,7 @@ def create_app(
     allow_unknown_types: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     admin: AdminService | None = None,
+    backlog_guard: BacklogGuard | None = None,
 ) -> FastAPI:
     """Build the API application that hands incoming events to `ingest`.
 
@@ -70,6 +72,7 @@ def create_app(
             catalogue,
             allow_unknown_types=allow_unknown_types,
             max_body_bytes=max_body_bytes,
+            backlog_guard=backlog_guard,
         )
     )
     v1.include_router(catalogue_router(catalogue))

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
+from plantbus.api.backpressure import BacklogGuard
 from plantbus.api.binding import BATCH, STRUCTURED, DecodedRequest, decode_request
 from plantbus.api.problems import (
     BACKBONE_UNAVAILABLE,
@@ -269,6 +270,7 @@ def events_router(
     *,
     allow_unknown_types: bool,
     max_body_bytes: int,
+    backlog_guard: BacklogGuard | None = None,
 ) -> APIRouter:
     """Build the router that serves `POST /events`."""
     router = APIRouter()
@@ -281,6 +283,8 @@ def events_router(
         summary="Append CloudEvents to the event log",
     )
     async def post_events(request: Request) -> Response:
+        if backlog_guard is not None:
+            await backlog_guard.check()
         # NOTE: Content-Encoding (gzip) is not decoded, so a compressed body
         # gets a 400 for malformed JSON.
         body = await read_body(request, max_body_bytes)

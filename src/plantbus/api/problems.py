@@ -28,6 +28,7 @@ UNSUPPORTED_MEDIA_TYPE = "urn:plantbus:problem:unsupported-media-type"
 BODY_TOO_LARGE = "urn:plantbus:problem:body-too-large"
 UNKNOWN_EVENT_TYPE = "urn:plantbus:problem:unknown-event-type"
 BACKBONE_UNAVAILABLE = "urn:plantbus:problem:backbone-unavailable"
+BACKLOG_FULL = "urn:plantbus:problem:backlog-full"
 
 
 class HttpProblem(Exception):

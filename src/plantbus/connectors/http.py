@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from plantbus.api.app import DEFAULT_MAX_BODY_BYTES, create_app
+from plantbus.api.backpressure import BacklogGuard
 from plantbus.connectors.base import Ingest, Reject, Source
 from plantbus.errors import ConfigError
 from plantbus.events.catalogue import Catalogue
@@ -46,6 +47,7 @@ class HttpSource(Source):
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         graceful_shutdown_seconds: float = 10.0,
         admin: AdminService | None = None,
+        backlog_guard: BacklogGuard | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(
@@ -60,6 +62,7 @@ class HttpSource(Source):
         self.max_body_bytes = max_body_bytes
         self.graceful_shutdown_seconds = graceful_shutdown_seconds
         self.admin = admin
+        self.backlog_guard = backlog_guard
         self._started = asyncio.Event()
 
     @property
@@ -88,6 +91,7 @@ class HttpSource(Source):
             allow_unknown_types=self.allow_unknown_types,
             max_body_bytes=self.max_body_bytes,
             admin=self.admin,
+            backlog_guard=self.backlog_guard,
         )
         config = uvicorn.Config(
             app,
