@@ -174,11 +174,13 @@ async def _run_with_erp(
             print_report(report, console)
             if options.keep_running:
                 console.print(
-                    f"Hub and ERP keep running (API http://127.0.0.1:"
-                    f"{api_port}/v1, ERP {server.url}); Ctrl-C stops."
+                    f"Hub and ERP keep running (API http://127.0.0.1:{api_port}, "
+                    f"ERP {server.url}, database {server.database!r}, user admin, "
+                    f"password {ERP_PASSWORD!r}); Ctrl-C stops."
                 )
                 hub.install_signal_handlers()
                 await hub.stopping.wait()
+                console.print("Stopping the hub and the ERP.")
         finally:
             hub.stop()
             await hub_task
