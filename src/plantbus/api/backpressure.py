@@ -1,4 +1,4 @@
-"""Back-pressure for HTTP ingest: answer 503 while the pipelines are far behind.
+"""Back-pressure for HTTP ingest: respond 503 while the pipelines are far behind.
 
 Sources that can wait should wait when the sinks cannot keep up, so that the
 backlog stays bounded. An HTTP client can wait: when the slowest pipeline has

@@ -75,7 +75,7 @@ class CircuitBreaker:
                 )
 
     def succeeded(self) -> None:
-        """Record that the sink answered; a permanent rejection is an answer too."""
+        """Record that the sink responded; a permanent rejection is a response too."""
         self.failures = 0
         self._probing = False
         if self.state != CLOSED:
