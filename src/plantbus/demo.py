@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from plantbus.config import load_hub
 from plantbus.connectors.tryton.client import TrytonClient
 from plantbus.errors import PlantbusError
-from plantbus.events.envelope import Event, format_time, parse_time
+from plantbus.events.envelope import Event, parse_time
 from plantbus.formats.b2mml.writer import MaterialLine, write_production_performance
 from plantbus.hub import Hub, build_hub
 from plantbus.report import DemoReport, build_report, print_report
@@ -441,7 +441,7 @@ def _performance(completion: Any) -> bytes:
 
 
 def _drop(inbox: Path, name: str, content: bytes) -> None:
-    # Write beside the inbox, then rename, so the folder source never sees a
+    # Write beside the inbox, then rename, so the folder source never reads a
     # half-written file.
     partial = inbox / f".{name}.part"
     partial.write_bytes(content)
@@ -461,6 +461,3 @@ async def _caught_up(hub: Hub, inbox: Path) -> bool:
         if await hub.log.lag(pipeline.group) > 0:
             return False
     return True
-
-
-__all__ = ["DemoOptions", "format_time", "run_demo"]

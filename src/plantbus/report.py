@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -220,6 +219,3 @@ def print_report(report: DemoReport, console: Console) -> None:
 
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.0f} ms"
-
-
-__all__: list[Any] = ["DemoReport", "build_report", "print_report"]

@@ -221,15 +221,15 @@ def test_dlq_redrive_empty_error_filter_selects_nothing(hub_file: Path) -> None:
     assert all(letter.details["status"] == "open" for letter in letters(hub_file))
 
 
-def test_dlq_show_and_redrive_reject_out_of_range_ids(hub_file: Path) -> None:
+def test_dlq_rejects_out_of_range_ids(hub_file: Path) -> None:
     seed(hub_file)
     huge = str(10**20)
 
-    shown = runner.invoke(app, ["dlq", "show", str(hub_file), huge])
+    show = runner.invoke(app, ["dlq", "show", str(hub_file), huge])
     redriven = runner.invoke(app, ["dlq", "redrive", str(hub_file), huge])
 
-    assert shown.exit_code == 1
-    assert f"There is no dead letter {huge}" in shown.output
+    assert show.exit_code == 1
+    assert f"There is no dead letter {huge}" in show.output
     assert redriven.exit_code == 2
     assert "out of range" in redriven.output
 

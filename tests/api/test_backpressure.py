@@ -1,4 +1,4 @@
-"""HTTP ingest answers 503 with Retry-After while the backlog is over its limit."""
+"""HTTP ingest responds 503 with Retry-After while the backlog is over its limit."""
 
 from __future__ import annotations
 
@@ -50,17 +50,17 @@ async def test_ingest_answers_503_when_backlog_over_limit(tmp_path: Path) -> Non
         ) as client:
             accepted = await post(client, "bp-1")
             backlog["events"] = 101
-            refused = await post(client, "bp-2")
+            rejected = await post(client, "bp-2")
             backlog["events"] = 100
             accepted_again = await post(client, "bp-3")
 
         stored = await log.end_offset()
 
     assert accepted.status_code == 202
-    assert refused.status_code == 503
-    assert refused.headers["retry-after"] == "7"
-    assert refused.headers["content-type"] == "application/problem+json"
-    assert "101 events" in refused.json()["detail"]
+    assert rejected.status_code == 503
+    assert rejected.headers["retry-after"] == "7"
+    assert rejected.headers["content-type"] == "application/problem+json"
+    assert "101 events" in rejected.json()["detail"]
     assert accepted_again.status_code == 202
     assert stored == 2
 

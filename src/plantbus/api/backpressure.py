@@ -3,7 +3,7 @@
 Sources that can wait should wait when the sinks cannot keep up, so that the
 backlog stays bounded. An HTTP client can wait: when the slowest pipeline has
 more than a configured number of events left to deliver, `POST /v1/events`
-answers `503` with `Retry-After` and appends nothing.
+responds `503` with `Retry-After` and appends nothing.
 """
 
 from __future__ import annotations

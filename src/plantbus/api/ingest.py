@@ -150,7 +150,7 @@ def accepted_response(appended: Sequence[Appended]) -> Response:
     return Response(orjson.dumps(body), status_code=202, media_type="application/json")
 
 
-# Most error entries that one 422 answer lists.
+# Maximum number of error entries in one 422 response.
 MAX_ERRORS = 100
 
 
@@ -160,7 +160,7 @@ def invalid_events_problem(
     """Build the 422 problem that lists the invalid fields of the request.
 
     At most MAX_ERRORS entries are listed, so that a hostile request cannot
-    make the answer many times larger than itself; `errors_omitted` counts the
+    make the response many times larger than itself; `errors_omitted` counts the
     rest.
     """
     if batch:
@@ -195,7 +195,7 @@ async def read_body(request: Request, max_body_bytes: int) -> bytes:
                 raise _too_large(size, max_body_bytes)
             chunks.append(chunk)
     except ClientDisconnect as exc:
-        # Nobody is left to read an answer, and nothing was appended.
+        # The client has gone, so no response is read, and nothing was appended.
         logger.info("Client disconnected after %d bytes of the request body", size)
         raise HttpProblem(
             400,

@@ -112,9 +112,9 @@ def _describe(exc: ValidationError, path: Path, lines: dict[Location, int]) -> s
         location = _yaml_location(error["loc"])
         line = line_of(lines, location)
         value = error.get("input")
-        shown = "" if isinstance(value, (dict, list)) else f" (value {value!r})"
+        value_text = "" if isinstance(value, (dict, list)) else f" (value {value!r})"
         problems.append(
-            f"{path}:{line}: key `{_dotted(location)}`{shown}: {error['msg']}"
+            f"{path}:{line}: key `{_dotted(location)}`{value_text}: {error['msg']}"
         )
     return "The hub file is invalid:\n  " + "\n  ".join(problems)
 
@@ -160,7 +160,12 @@ _UNION_TAGS = frozenset(
 def _dotted(location: Location) -> str:
     text = ""
     for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = part
     return text or "(top)"
 
 

@@ -41,7 +41,7 @@ class ApiConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    # Answer 503 to new events while the slowest pipeline has more than this
+    # Respond 503 to new events while the slowest pipeline has more than this
     # many events left to deliver; None: no limit.
     max_backlog_events: int | None = Field(default=None, ge=1)
     backlog_retry_after_seconds: int = Field(default=5, ge=1)

@@ -110,8 +110,8 @@ class EventType:
     def violations(self, data: Any) -> list[Violation]:
         """Return the rules of the schema that `data` breaks, sorted by path.
 
-        At most MAX_VIOLATIONS are listed; a last entry says how many more
-        there were, so that a hostile event cannot make the answer huge.
+        At most MAX_VIOLATIONS are listed; a last entry counts how many more
+        there were, so that a hostile event cannot make the response huge.
         """
         found = [] if self._fast_check(data) else self._all_violations(data)
         found.extend(self._time_violations(data, {v.path for v in found}))
@@ -203,7 +203,7 @@ def _rule(error: jsonschema.ValidationError) -> str:
 
 
 class Catalogue:
-    """The event types that plantbus knows, by name."""
+    """The event types of the catalogue, by name."""
 
     def __init__(self, types: Iterable[EventType]) -> None:
         self._types = {event_type.name: event_type for event_type in types}

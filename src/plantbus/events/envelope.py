@@ -2,7 +2,7 @@
 
 The envelope is checked against the CloudEvents 1.0 attribute rules here; the
 data of a catalogue event type is checked against its JSON Schema by
-`plantbus.events.registry`.
+`plantbus.events.catalogue`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The catalogue's schemas use a small part of JSON Schema: objects with
 `properties`, `required` and `additionalProperties: false`, strings with
 `pattern`, `minLength` and `maxLength`, integers with `minimum`, booleans,
 arrays with `items` and `minItems`, `enum`, and `$ref` into `$defs`. A check
-compiled from them is a tree of closures that answers valid or invalid in a
+compiled from them is a tree of closures that returns valid or invalid in a
 few microseconds. A schema that uses any other keyword is not compiled, and
 the caller falls back to a general validator. Listing what is wrong is left
 to jsonschema, which runs only for data that fails the check.

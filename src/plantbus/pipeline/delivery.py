@@ -53,7 +53,7 @@ def _is_permanent(exc: Exception, message: str, policy: RetryConfig) -> bool:
 
 
 class Deliverer:
-    """Deliver work items to their sinks, once per sink as far as the ledger tells."""
+    """Deliver work items to their sinks, skipping deliveries the ledger records."""
 
     def __init__(
         self,
@@ -132,7 +132,7 @@ class Deliverer:
                 attempts.append(Attempt(time.time(), message))
                 permanent = _is_permanent(exc, message, policy)
                 if breaker is not None:
-                    # A permanent rejection is an answer: the target is up.
+                    # A permanent rejection is a response, so the target is up.
                     if permanent:
                         breaker.succeeded()
                     else:

@@ -2,7 +2,7 @@
 
 Records are read from the log in offset order and queued per partition key.
 Each key has at most one record in work, so the events of a key reach the
-sinks in log order, also across retries; up to `concurrency` keys run at the
+sinks in log order, also across retries. Up to `concurrency` keys run at the
 same time. A partition's committed offset never passes a record that is still
 in work, so a crash or stop delivers the unfinished records again on restart
 and the idempotency ledger skips the ones that had already arrived.
@@ -24,7 +24,7 @@ from plantbus.errors import RetryableDeliveryError
 from plantbus.observability.metrics import CONSUMER_LAG, DEAD_LETTERS, STEP_FAILURES
 from plantbus.pipeline.delivery import Abandoned, Deliverer, backoff_seconds
 from plantbus.pipeline.redrive import Redriver
-from plantbus.pipeline.steps import Step, TypeMatcher, WorkItem
+from plantbus.pipeline.steps import RouteStep, Step, TypeMatcher, WorkItem
 from plantbus.state.dead_letters import Attempt, DeadLetter
 from plantbus.state.store import ReplayRequest, StateStore
 
@@ -105,15 +105,13 @@ class PipelineRuntime:
         self._ready: asyncio.Queue[str | None] = asyncio.Queue()
         self._room = asyncio.Event()
         self._failure: BaseException | None = None
-        self._ledger_sinks = sorted(
-            set(deliverer.default_targets)
-            | {
-                sink
-                for step in steps
-                for rule in getattr(step, "rules", [])
-                for sink in rule[2]
-            }
-        )
+        routed = {
+            sink
+            for step in steps
+            if isinstance(step, RouteStep)
+            for sink in step.sink_names
+        }
+        self._ledger_sinks = sorted(set(deliverer.default_targets) | routed)
         self.redriver = Redriver(
             name, state, deliverer, self._ledger_sinks, log.partitions, self._process
         )

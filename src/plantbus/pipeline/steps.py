@@ -214,6 +214,11 @@ class RouteStep:
             for rule in rules
         ]
 
+    @property
+    def sink_names(self) -> set[str]:
+        """Return every sink that a rule of this step can choose."""
+        return {sink for _, _, sinks in self.rules for sink in sinks}
+
     def run(self, item: WorkItem) -> bool:
         for types, condition, sinks in self.rules:
             if types is not None and not types(item.event.type):

@@ -168,7 +168,7 @@ def create_database(
     target = folder / f"{name}.sqlite"
     shutil.copyfile(template, target)
     # trytond opens SQLite in rollback-journal mode, where a writer and the
-    # readers block each other; the WAL mode is stored in the file, so every
+    # readers block each other. The WAL mode is stored in the file, so every
     # trytond connection then reads while the sink posts.
     with contextlib.closing(sqlite3.connect(target)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")

@@ -42,7 +42,7 @@ class Operation:
 
 @dataclass(frozen=True)
 class OrderPlan:
-    """A released production order as the shop floor sees it."""
+    """A released production order, with what the shop floor needs to work on it."""
 
     number: str
     plant: str
@@ -55,7 +55,7 @@ class OrderPlan:
 
 @dataclass
 class Completion:
-    """What a work order completion reports; the B2MML channel writes it as a file."""
+    """A work order completion; the B2MML channel writes it as a file."""
 
     order: OrderPlan
     produced: Decimal
@@ -72,7 +72,7 @@ class Shift:
 
     http_events: list[Event] = field(default_factory=list)
     b2mml_completions: list[Completion] = field(default_factory=list)
-    # Totals of what the valid input asks the ERP to book.
+    # Totals that the valid input requests the ERP to book.
     produced: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     consumed: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     orders_completed: list[str] = field(default_factory=list)

@@ -99,7 +99,7 @@ class SqliteStateStore(StateStore):
             connection = sqlite3.connect(self.path, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a crash of the process, which is what
-            # the ledger must survive; after a power loss the newest entries may
+            # the ledger must survive. After a power loss the newest entries may
             # be gone, and the sinks' own natural keys catch those redeliveries.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA busy_timeout=10000")

@@ -26,7 +26,7 @@ class Delivery:
 
 @dataclass(slots=True)
 class DeadLetterFilter:
-    """Which dead letters an operation applies to; None means any."""
+    """Selection of dead letters for an operation; a field set to None matches any."""
 
     ids: list[int] | None = None
     event_type: str | None = None
@@ -41,7 +41,7 @@ class DeadLetterFilter:
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """Who did what to which records, and when."""
+    """Entry of the audit log: actor, action, target records and time."""
 
     at: float
     actor: str
