@@ -163,14 +163,14 @@ def dlq_list(
     until: UntilOption = None,
     status: Annotated[
         str,
-        typer.Option(help="open, redriving, redriven, discarded or all."),
+        typer.Option(help="open, redriving, redriven, discarded, parked or all."),
     ] = "open",
     limit: Annotated[
         int, typer.Option(help="Maximum number of rows shown, oldest first.")
     ] = 1000,
 ) -> None:
     """List dead letters, oldest first."""
-    from plantbus.state.sqlite import DEAD_LETTER_STATUSES
+    from plantbus.state.store import DEAD_LETTER_STATUSES
 
     if status != "all" and status not in DEAD_LETTER_STATUSES:
         _print_error(

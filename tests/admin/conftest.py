@@ -105,7 +105,7 @@ async def stores(
 
 
 def make_runtime(
-    log: SqliteLog, state: SqliteStateStore, sink: Sink
+    log: SqliteLog, state: SqliteStateStore, sink: Sink, *, park_keys: bool = True
 ) -> PipelineRuntime:
     deliverer = Deliverer(
         PIPELINE, {sink.name: sink}, [sink.name], state, FAST_RETRY, asyncio.Event()
@@ -118,6 +118,7 @@ def make_runtime(
         [],
         deliverer,
         commit_interval=0.01,
+        park_keys=park_keys,
     )
 
 

@@ -93,7 +93,7 @@ def admin_router(service: AdminService) -> APIRouter:
         since: datetime | None = None,
         until: datetime | None = None,
         status: Annotated[
-            str, Query(pattern="^(open|redriving|redriven|discarded|all)$")
+            str, Query(pattern="^(open|redriving|redriven|discarded|parked|all)$")
         ] = "open",
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> dict[str, Any]:

@@ -98,22 +98,28 @@ class Deliverer:
 
     async def deliver(
         self, item: WorkItem, record: Record, already: set[tuple[str, str]]
-    ) -> None:
+    ) -> int | None:
         """Deliver to every target that the ledger does not list yet.
 
-        Raises Abandoned when the hub stops during a retry wait, so that the
-        record's offset is not committed and a restart delivers it again.
+        Return the id of the first dead letter that a failed delivery left,
+        or None when every target has the event. Raises Abandoned when the hub
+        stops during a retry wait, so that the record's offset is not
+        committed and a restart delivers it again.
         """
         event = item.event
+        first_letter = None
         for sink_name in self.targets(item):
             if (sink_name, event.id) in already:
                 self._skipped[sink_name].inc()
                 continue
-            await self._deliver_one(sink_name, item, record)
+            letter = await self._deliver_one(sink_name, item, record)
+            if first_letter is None:
+                first_letter = letter
+        return first_letter
 
     async def _deliver_one(
         self, sink_name: str, item: WorkItem, record: Record
-    ) -> None:
+    ) -> int | None:
         sink = self.sinks[sink_name]
         policy = self.sink_policies.get(sink_name, self.policy)
         breaker = self.breakers.get(sink_name)
@@ -138,8 +144,9 @@ class Deliverer:
                     else:
                         breaker.failed()
                 if permanent:
-                    await self._dead_letter(sink_name, item, record, attempts, message)
-                    return
+                    return await self._dead_letter(
+                        sink_name, item, record, attempts, message
+                    )
                 too_old = policy.max_age_seconds is not None and (
                     attempts[-1].at - attempts[0].at >= policy.max_age_seconds
                 )
@@ -149,14 +156,13 @@ class Deliverer:
                         if not too_old
                         else f"{attempts[-1].at - attempts[0].at:.0f} s of retries"
                     )
-                    await self._dead_letter(
+                    return await self._dead_letter(
                         sink_name,
                         item,
                         record,
                         attempts,
                         f"gave up after {limit}: {message}",
                     )
-                    return
                 retry_after = (
                     exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
                 )
@@ -193,7 +199,7 @@ class Deliverer:
             )
             self._delivered[sink_name].inc()
             self._latency[sink_name].observe(latency)
-            return
+            return None
 
     async def wait(self, seconds: float) -> None:
         """Sleep before a retry; raise Abandoned when the hub stops meanwhile."""
@@ -210,9 +216,9 @@ class Deliverer:
         record: Record,
         attempts: list[Attempt],
         error: str,
-    ) -> None:
+    ) -> int:
         event = item.event
-        await self.state.add_dead_letter(
+        letter_id = await self.state.add_dead_letter(
             DeadLetter(
                 stage=f"deliver:{sink_name}",
                 error=error,
@@ -229,3 +235,4 @@ class Deliverer:
         )
         DELIVERIES.labels(self.pipeline, sink_name, "dead").inc()
         DEAD_LETTERS.labels(f"deliver:{sink_name}").inc()
+        return letter_id

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from plantbus.backbone.log import Record, partition_for
 from plantbus.pipeline.delivery import Abandoned, Deliverer
+from plantbus.pipeline.parking import KeyParking, Process
 from plantbus.state.dead_letters import DeadLetter
-from plantbus.state.store import DeadLetterFilter, StateStore
+from plantbus.state.store import StateStore
 
 logger = logging.getLogger("plantbus.pipeline")
-
-Process = Callable[[Record, set[tuple[str, str]]], Awaitable[None]]
 
 
 class Redriver:
@@ -36,6 +34,8 @@ class Redriver:
         ledger_sinks: list[str],
         partitions: int,
         process: Process,
+        *,
+        parking: KeyParking | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.state = state
@@ -43,6 +43,7 @@ class Redriver:
         self.ledger_sinks = ledger_sinks
         self.partitions = partitions
         self.process = process
+        self.parking = parking
 
     async def run_pending(self) -> int:
         """Redrive every requested dead letter of the pipeline and count them."""
@@ -88,25 +89,15 @@ class Redriver:
             already.update((s, event_id) for s in self.ledger_sinks if s != letter.sink)
 
         record = Record(letter.offset or 0, 0, letter.payload, time.time())
-        record.partition = partition_for(record.event.key, self.partitions)
-        await self.process(record, already)
+        key = record.event.key
+        record.partition = partition_for(key, self.partitions)
+        # The process callable writes the ledger before it returns, so the
+        # dead letter is never `redriven` without its delivery in the ledger.
+        again = await self.process(record, already)
 
-        # Write the ledger now rather than at the next commit, so the dead
-        # letter is never `redriven` without its delivery in the ledger. The
-        # state store runs its statements in order, so a commit that took the
-        # list first has written it before finish_redrive runs.
-        recorded, self.deliverer.unrecorded = self.deliverer.unrecorded, []
-        await self.state.record_deliveries(recorded)
-
-        again = [
-            later
-            for later in await self.state.dead_letters(
-                DeadLetterFilter(
-                    event_id=event_id, pipeline=self.pipeline, status="open"
-                )
-            )
-            if later.id is not None and later.id > letter.id
-        ]
-        if again:
-            return f"failed again: see dead letter {again[-1].id}"
-        return "sent through the pipeline"
+        if again is None:
+            return "sent through the pipeline"
+        # The key stays parked, now behind the new dead letter.
+        if self.parking is not None and self.parking.blockers.get(key) == letter.id:
+            await self.parking.park(key, again)
+        return f"failed again: see dead letter {again}"

@@ -23,6 +23,7 @@ from plantbus.backbone.log import EventLog, Record
 from plantbus.errors import RetryableDeliveryError
 from plantbus.observability.metrics import CONSUMER_LAG, DEAD_LETTERS, STEP_FAILURES
 from plantbus.pipeline.delivery import Abandoned, Deliverer, backoff_seconds
+from plantbus.pipeline.parking import KeyParking
 from plantbus.pipeline.redrive import Redriver
 from plantbus.pipeline.steps import RouteStep, Step, TypeMatcher, WorkItem
 from plantbus.state.dead_letters import Attempt, DeadLetter
@@ -83,6 +84,7 @@ class PipelineRuntime:
         concurrency: int = 64,
         commit_interval: float = 0.2,
         read_batch: int = 500,
+        park_keys: bool = True,
     ) -> None:
         self.name = name
         self.group = name
@@ -112,14 +114,27 @@ class PipelineRuntime:
             for sink in step.sink_names
         }
         self._ledger_sinks = sorted(set(deliverer.default_targets) | routed)
+        self.parking = (
+            KeyParking(name, state, log.partitions, self._ledger_sinks)
+            if park_keys
+            else None
+        )
         self.redriver = Redriver(
-            name, state, deliverer, self._ledger_sinks, log.partitions, self._process
+            name,
+            state,
+            deliverer,
+            self._ledger_sinks,
+            log.partitions,
+            self._process_now,
+            parking=self.parking,
         )
 
     async def run(self) -> None:
         """Consume until `stopping` is set, then finish work in hand and commit."""
         positions = await self.log.committed(self.group)
         tracker = OffsetTracker(positions)
+        if self.parking is not None:
+            await self.parking.load()
         logger.info("pipeline %s started at %s", self.name, _summary(positions))
         last_commit = time.monotonic()
         committed = dict(positions)
@@ -171,11 +186,16 @@ class PipelineRuntime:
             raise self._failure
 
     async def _redrive_periodically(self) -> None:
-        # NOTE: a redriven event is delivered beside the key's lane, so it can
-        # overtake or trail newer events of the same key that are in work.
+        # A redriven event is delivered beside its key's lane. With key parking
+        # on, the lane holds the key's newer events back meanwhile; with it off,
+        # the redriven event can overtake or trail them.
         while not self.stopping.is_set():
             try:
                 await self.redriver.run_pending()
+                if self.parking is not None:
+                    await self.parking.release_resolved(self._process_now)
+            except Abandoned:
+                return
             except Exception as exc:
                 logger.exception("pipeline %s stopped on a redrive error", self.name)
                 self._failure = exc
@@ -285,7 +305,7 @@ class PipelineRuntime:
             try:
                 while lane and not self.stopping.is_set():
                     record, already = lane[0]
-                    await self._process(record, already)
+                    await self._handle(record, already)
                     lane.popleft()
                     tracker.done(record)
                     self.processed += 1
@@ -302,7 +322,36 @@ class PipelineRuntime:
             if not lane:
                 del self._lanes[key]
 
-    async def _process(self, record: Record, already: set[tuple[str, str]]) -> None:
+    async def _handle(self, record: Record, already: set[tuple[str, str]]) -> None:
+        parking = self.parking
+        if parking is None:
+            await self._process(record, already)
+            return
+        if parking.blockers and await parking.hold_if_parked(record):
+            return
+        letter = await self._process(record, already)
+        if letter is not None:
+            await parking.park(record.event.key, letter)
+
+    async def _process_now(
+        self, record: Record, already: set[tuple[str, str]]
+    ) -> int | None:
+        """Process a redriven or released record and write its ledger entries now.
+
+        The caller marks the dead letter done next; the ledger must already
+        hold the delivery then, so that a restart does not deliver it twice.
+        The state store runs its statements in order, so a commit that took
+        the list of deliveries first has written it before this one returns.
+        """
+        letter = await self._process(record, already)
+        recorded, self.deliverer.unrecorded = self.deliverer.unrecorded, []
+        await self.state.record_deliveries(recorded)
+        return letter
+
+    async def _process(
+        self, record: Record, already: set[tuple[str, str]]
+    ) -> int | None:
+        """Run a record through the steps and deliver it; return a dead letter id."""
         item = WorkItem(record.event)
         for step, is_async in self._steps:
             attempts: list[Attempt] = []
@@ -319,8 +368,9 @@ class PipelineRuntime:
                     attempts.append(Attempt(time.time(), str(exc)))
                     policy = self.deliverer.policy
                     if len(attempts) >= policy.max_attempts:
-                        await self._step_failed(step.name, record, exc, attempts)
-                        return
+                        return await self._step_failed(
+                            step.name, record, exc, attempts
+                        )
                     await self.deliverer.wait(
                         backoff_seconds(policy, len(attempts), exc.retry_after)
                     )
@@ -328,15 +378,14 @@ class PipelineRuntime:
                     # A poison event must not stop the pipeline: it becomes a
                     # dead letter and the events after it go on.
                     attempts.append(Attempt(time.time(), str(exc)))
-                    await self._step_failed(step.name, record, exc, attempts)
-                    return
+                    return await self._step_failed(step.name, record, exc, attempts)
             if not result:
-                return
-        await self.deliverer.deliver(item, record, already)
+                return None
+        return await self.deliverer.deliver(item, record, already)
 
     async def _step_failed(
         self, step: str, record: Record, exc: Exception, attempts: list[Attempt]
-    ) -> None:
+    ) -> int:
         STEP_FAILURES.labels(self.name, step).inc()
         DEAD_LETTERS.labels(step).inc()
         event = record.event
@@ -346,7 +395,7 @@ class PipelineRuntime:
             exc,
             extra={"event_id": event.id, "correlation_id": event.correlationid},
         )
-        await self.state.add_dead_letter(
+        return await self.state.add_dead_letter(
             DeadLetter(
                 stage=step,
                 error=str(exc),

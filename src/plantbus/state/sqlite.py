@@ -16,6 +16,7 @@ import orjson
 from plantbus.errors import PlantbusError
 from plantbus.state.dead_letters import Attempt, DeadLetter
 from plantbus.state.store import (
+    DEAD_LETTER_STATUSES,
     AuditRecord,
     DeadLetterFilter,
     Delivery,
@@ -27,7 +28,7 @@ logger = logging.getLogger("plantbus.state")
 
 T = TypeVar("T")
 
-DEAD_LETTER_STATUSES = ("open", "redriving", "redriven", "discarded")
+__all__ = ["DEAD_LETTER_STATUSES", "SqliteStateStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -59,6 +60,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     details TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters (status, created_at);
+CREATE TABLE IF NOT EXISTS parked_keys (
+    pipeline TEXT NOT NULL,
+    key TEXT NOT NULL,
+    letter_id INTEGER NOT NULL,
+    parked_at REAL NOT NULL,
+    PRIMARY KEY (pipeline, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -204,11 +212,18 @@ class SqliteStateStore(StateStore):
 
     async def add_dead_letter(self, letter: DeadLetter) -> int:
         """Store a dead letter and return its id."""
+        return await self._insert_dead_letter(letter, "open")
+
+    async def add_parked_event(self, letter: DeadLetter) -> int:
+        """Store an event held back behind a parked key, with status `parked`."""
+        return await self._insert_dead_letter(letter, "parked")
+
+    async def _insert_dead_letter(self, letter: DeadLetter, status: str) -> int:
         if not letter.created_at:
             letter.created_at = time.time()
         row = (
             letter.created_at,
-            "open",
+            status,
             letter.stage,
             letter.error,
             letter.payload,
@@ -346,6 +361,40 @@ class SqliteStateStore(StateStore):
                     [sink, *chunk],
                 ).rowcount
         return removed
+
+    # Parked partition keys
+
+    async def park_key(self, pipeline: str, key: str, letter_id: int) -> None:
+        """Hold back a partition key's later events behind a dead letter."""
+        await self._run(
+            self._execute,
+            "INSERT INTO parked_keys (pipeline, key, letter_id, parked_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (pipeline, key) DO UPDATE SET "
+            "letter_id = excluded.letter_id, parked_at = excluded.parked_at",
+            (pipeline, key, letter_id, time.time()),
+        )
+
+    async def unpark_key(self, pipeline: str, key: str) -> None:
+        """Let a partition key's events flow again."""
+        await self._run(
+            self._execute,
+            "DELETE FROM parked_keys WHERE pipeline = ? AND key = ?",
+            (pipeline, key),
+        )
+
+    async def parked_keys(self, pipeline: str) -> dict[str, int]:
+        """Return each parked key of a pipeline with the dead letter it waits on."""
+        rows = await self._run(
+            lambda: (
+                self._db()
+                .execute(
+                    "SELECT key, letter_id FROM parked_keys WHERE pipeline = ?",
+                    (pipeline,),
+                )
+                .fetchall()
+            )
+        )
+        return {key: letter_id for key, letter_id in rows}
 
     # Replay requests
 

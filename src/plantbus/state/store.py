@@ -9,6 +9,11 @@ from typing import Any
 
 from plantbus.state.dead_letters import DeadLetter
 
+# The life of a dead letter: `open` until an operator redrives (`redriving`,
+# then `redriven`) or discards it. `parked` marks an event held back behind an
+# earlier dead letter of the same partition key; the pipeline releases it.
+DEAD_LETTER_STATUSES = ("open", "redriving", "redriven", "discarded", "parked")
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -138,6 +143,25 @@ class StateStore(ABC):
     @abstractmethod
     async def finish_replay(self, request_id: int, positions: dict[int, int]) -> None:
         """Mark a replay request as applied, with the offsets the group moved to."""
+
+    @abstractmethod
+    async def park_key(self, pipeline: str, key: str, letter_id: int) -> None:
+        """Hold back a partition key's later events behind a dead letter.
+
+        Parking a key that is already parked moves it behind the new letter.
+        """
+
+    @abstractmethod
+    async def unpark_key(self, pipeline: str, key: str) -> None:
+        """Let a partition key's events flow again."""
+
+    @abstractmethod
+    async def parked_keys(self, pipeline: str) -> dict[str, int]:
+        """Return each parked key of a pipeline with the dead letter it waits on."""
+
+    @abstractmethod
+    async def add_parked_event(self, letter: DeadLetter) -> int:
+        """Store an event held back behind a parked key, with status `parked`."""
 
     @abstractmethod
     async def add_audit(self, record: AuditRecord) -> None:
