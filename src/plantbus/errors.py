@@ -9,7 +9,9 @@ Every error that plantbus raises on purpose derives from one root::
     │   └── SchemaError        the JSON Schema of the event type
     ├── BatchRejected          one or more events of a batch are invalid
     ├── FormatError            an input document (B2MML, CSV, ...) cannot be read
+    │   └── EdiError           an X12 or EDIFACT interchange has no readable envelope
     ├── BackboneError          the event log cannot append, read or commit
+    ├── StateError             the state store cannot read or write
     ├── MappingError           a mapping expression failed on an event
     └── DeliveryError          a sink could not deliver an event
         ├── RetryableDeliveryError   try again later (timeout, 5xx, 429)
@@ -102,8 +104,42 @@ class FormatError(PlantbusError):
         super().__init__(f"Document {source!r} was rejected: {where}")
 
 
+class EdiError(FormatError):
+    """An X12 or EDIFACT interchange cannot be read far enough to acknowledge it.
+
+    `segment` is the segment tag, `position` its 1-based position in the
+    interchange, `element` the 1-based element position (None for the whole
+    segment), `value` the offending text and `rule` the rule it broke.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        segment: str,
+        position: int,
+        element: int | None,
+        value: str,
+        rule: str,
+    ) -> None:
+        self.segment = segment
+        self.position = position
+        self.element = element
+        self.value = value
+        self.rule = rule
+        where = f"segment {position} ({segment or 'empty'})"
+        if element is not None:
+            where += f" element {element}"
+        message = f"value {value!r} is invalid: {rule}"
+        super().__init__(source, [FormatProblem(where, message)])
+
+
 class BackboneError(PlantbusError):
     """The event log failed to append, read or commit."""
+
+
+class StateError(PlantbusError):
+    """The state store (ledger, dead letters, audit log) cannot read or write."""
 
 
 class MappingError(PlantbusError):

@@ -147,6 +147,14 @@ _UNION_TAGS = frozenset(
         "tryton",
         "file",
         "memory",
+        "mqtt",
+        "opcua",
+        "mtconnect",
+        "b2mml_folder",
+        "rest",
+        "oauth2_client_credentials",
+        "api_key",
+        "bearer",
         "validate",
         "enrich",
         "map",
@@ -297,7 +305,8 @@ def _resolve_paths(config: HubConfig) -> None:
     for source in config.sources:
         if isinstance(source, FolderSourceConfig):
             source.path = (base / source.path).resolve()
-            source.schema_dir = (base / source.schema_dir).resolve()
+            if source.schema_dir is not None:
+                source.schema_dir = (base / source.schema_dir).resolve()
     for sink in config.sinks:
         if hasattr(sink, "path"):
             sink.path = (base / sink.path).resolve()
