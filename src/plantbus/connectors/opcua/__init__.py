@@ -1,0 +1,1 @@
+"""The OPC UA source: subscriptions to data changes and events of configured nodes."""
