@@ -255,3 +255,46 @@ def test_parse_b2mml_malformed_xml_names_line(b2mml_xsd: Path) -> None:
     [problem] = caught.value.problems
     assert problem.line == 3
     assert "not well-formed" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "99999999999-03-02T06:00:00Z",
+            "'99999999999-03-02T06:00:00Z' is a date outside the years 1 to 9999 "
+            "that plantbus can read; correct the year",
+        ),
+        (
+            "0001-01-01T00:00:00+14:00",
+            "'0001-01-01T00:00:00+14:00' is outside the years 1 to 9999 in UTC "
+            "that plantbus can store",
+        ),
+        (
+            "9999-12-31T23:59:59-14:00",
+            "'9999-12-31T23:59:59-14:00' is outside the years 1 to 9999 in UTC "
+            "that plantbus can store",
+        ),
+    ],
+    ids=["long-year", "before-year-1", "after-year-9999"],
+)
+def test_parse_b2mml_time_out_of_range_rejected(
+    b2mml_xsd: Path, text: str, message: str
+) -> None:
+    document = _performance().replace(
+        b"<CreationDateTime>2026-03-02T08:30:00Z<",
+        f"<CreationDateTime>{text}<".encode(),
+        1,
+    )
+    assert text.encode() in document
+
+    with pytest.raises(FormatError) as caught:
+        parse_b2mml(document, "time.xml", b2mml_xsd)
+
+    [problem] = caught.value.problems
+    assert (
+        problem.location
+        == "/ProcessProductionPerformance/ApplicationArea/CreationDateTime"
+    )
+    assert problem.line == 4
+    assert problem.message == message

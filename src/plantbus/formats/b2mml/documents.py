@@ -2,64 +2,34 @@
 
 The XSD files come from a schema folder that the user configures: either the
 folder of one version (`.../V0600`) or a folder with one subfolder per version
-(`V0401/`, `V0600/`, `V0700/`). The schema is picked by the document's
-namespace (the B2MML version) and its root element (the document kind).
+(`V0401/`, `V0600/`, `V0700/`); `kinds.schema_file` picks the file.
 Compiling a B2MML schema takes most of a second, so each schema file is
 compiled once per process, on first use.
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import xmlschema
 from lxml import etree
 
-from plantbus.errors import ConfigError, FormatError, FormatProblem
-from plantbus.formats.b2mml.values import element_path, local_name
+from plantbus.errors import FormatError, FormatProblem
+from plantbus.formats.b2mml.values import element_path
 
-# B2MML namespaces by version. V0700 (ISA-95 2018) has no ProductionSchedule
-# or ProductionPerformance; its Operations* documents replace them.
-NAMESPACES = {
-    "http://www.wbf.org/xml/B2MML-V0401": "V0401",
-    "http://www.mesa.org/xml/B2MML-V0600": "V0600",
-    "http://www.mesa.org/xml/B2MML": "V0700",
-}
-# Namespaces of related standards that plantbus recognises but cannot read.
-OTHER_NAMESPACES = {
-    "http://www.wbf.org/xml/BatchML-V02": "BatchML V02",
-}
-# Verbs that B2MML transaction documents put before the noun, e.g.
-# ProcessProductionSchedule or SyncProductionPerformance.
-VERBS = (
-    "Acknowledge",
-    "Cancel",
-    "Change",
-    "Confirm",
-    "Get",
-    "Process",
-    "Respond",
-    "Show",
-    "Sync",
-)
-SUPPORTED_KINDS = ("ProductionPerformance", "ProductionSchedule")
-# BatchML documents share the B2MML namespace but have their own schema files.
-_BATCHML_KINDS = ("BatchInformation", "BatchProductionRecord", "GeneralRecipe")
+# A namespace in Clark notation inside an xmlschema message.
+_QUALIFIED = re.compile(r"\{[^{}\s]*\}(?=[A-Za-z_])")
+
+# An XSD that refers to a type it does not define (a defect of the XSD).
+_MISSING_COMPONENT = re.compile(r"global component '([^']+)' not found")
+
+# A date or date-time whose year has more than four digits.
+_LONG_YEAR = re.compile(r"^-?\d{5,}-\d{2}-\d{2}")
 
 _schemas: dict[Path, xmlschema.XMLSchema10] = {}
 _schemas_lock = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentKind:
-    """What a document is: its B2MML version, noun and verb."""
-
-    namespace: str
-    version: str
-    kind: str
-    verb: str | None
 
 
 def read_xml(data: bytes, source_name: str) -> etree._ElementTree:
@@ -104,84 +74,6 @@ def read_xml(data: bytes, source_name: str) -> etree._ElementTree:
     return tree
 
 
-def detect_kind(root: etree._Element, source_name: str) -> DocumentKind:
-    """Find the version and kind of a document; reject kinds not read yet."""
-    namespace = etree.QName(root).namespace or ""
-    name = local_name(root)
-    line = root.sourceline if isinstance(root.sourceline, int) else None
-    if namespace in OTHER_NAMESPACES:
-        standard = OTHER_NAMESPACES[namespace]
-        raise FormatError(
-            source_name,
-            [
-                FormatProblem(
-                    f"/{name}",
-                    f"is a {standard} document (namespace {namespace!r}); "
-                    f"{standard} documents are not supported yet",
-                    line=line,
-                    details={
-                        "rule": "supported document kind",
-                        "kind": name,
-                        "namespace": namespace,
-                    },
-                )
-            ],
-        )
-    if namespace not in NAMESPACES:
-        known = ", ".join(repr(uri) for uri in NAMESPACES)
-        raise FormatError(
-            source_name,
-            [
-                FormatProblem(
-                    f"/{name}",
-                    f"has the namespace {namespace!r}, which is not a B2MML "
-                    f"namespace; expected one of {known}",
-                    line=line,
-                    details={"rule": "B2MML namespace", "value": namespace},
-                )
-            ],
-        )
-
-    version = NAMESPACES[namespace]
-    verb = next((v for v in VERBS if name.startswith(v) and name != v), None)
-    kind = name[len(verb) :] if verb else name
-    if kind not in SUPPORTED_KINDS:
-        family = "BatchML" if kind in _BATCHML_KINDS else "B2MML"
-        raise FormatError(
-            source_name,
-            [
-                FormatProblem(
-                    f"/{name}",
-                    f"is a {family} {version} {kind} document; this document "
-                    f"kind is not supported yet (plantbus reads "
-                    f"{' and '.join(SUPPORTED_KINDS)} documents)",
-                    line=line,
-                    details={
-                        "rule": "supported document kind",
-                        "kind": kind,
-                        "version": version,
-                    },
-                )
-            ],
-        )
-    return DocumentKind(namespace=namespace, version=version, kind=kind, verb=verb)
-
-
-def schema_file(schema_dir: Path, kind: DocumentKind) -> Path:
-    """Return the XSD file for a document kind; raise ConfigError if missing."""
-    prefix = "B2MML" if kind.version == "V0700" else f"B2MML-{kind.version}"
-    name = f"{prefix}-{kind.kind}.xsd"
-    candidates = (schema_dir / kind.version / name, schema_dir / name)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    raise ConfigError(
-        f"The B2MML schema folder {str(schema_dir)!r} has no {name!r} (looked for "
-        f"{', '.join(repr(str(c)) for c in candidates)}); copy the official "
-        f"B2MML {kind.version} XSD files there or point `schema_dir` at them."
-    )
-
-
 def compiled_schema(path: Path) -> xmlschema.XMLSchema10:
     """Return the compiled schema of an XSD file, compiling it on first use."""
     with _schemas_lock:
@@ -205,8 +97,13 @@ def validate(
         allow="none",
         defuse="always",
     )
+    try:
+        errors = list(schema.iter_errors(resource))
+    except OverflowError:
+        # xmlschema 4.3.2 raises this for a year past 9999 in an xs:dateTime.
+        return [_overflow_problem(tree)]
     problems = []
-    for error in schema.iter_errors(resource):
+    for error in errors:
         element = error.elem if isinstance(error.elem, etree._Element) else None
         value = _offending_value(error.obj)
         rule = _rule(error)
@@ -223,6 +120,28 @@ def validate(
     return problems
 
 
+def _overflow_problem(tree: etree._ElementTree) -> FormatProblem:
+    """Describe the first date whose year has more than four digits."""
+    rule = (
+        "is a date outside the years 1 to 9999 that plantbus can read; correct the year"
+    )
+    for element in tree.getroot().iter("{*}*"):
+        text = (element.text or "").strip()
+        if _LONG_YEAR.match(text):
+            line = element.sourceline if isinstance(element.sourceline, int) else None
+            return FormatProblem(
+                location=element_path(element),
+                message=f"{text!r} {rule}",
+                line=line,
+                details={"value": text, "rule": rule, "schema": "xsd"},
+            )
+    return FormatProblem(
+        location="/",
+        message=f"contains a date that {rule.removeprefix('is ')}",
+        details={"rule": rule, "schema": "xsd"},
+    )
+
+
 def _offending_value(obj: object) -> str | None:
     if isinstance(obj, str):
         return obj
@@ -237,4 +156,35 @@ def _rule(error: xmlschema.XMLSchemaValidationError) -> str:
         type_name = etree.QName(validator.name).localname if validator.name else "?"
         return f"is not a valid xs:{type_name} value (XSD)"
     reason = (error.reason or error.message).rstrip(".")
+    # The document's own namespace is known from the root; element names
+    # read better without it ('{http://www.mesa.org/xml/B2MML-V0600}ID').
+    reason = _QUALIFIED.sub("", reason)
+    missing = _MISSING_COMPONENT.search(reason)
+    if missing is not None:
+        return (
+            f"cannot be checked: the XSD refers to {missing.group(1)!r}, which "
+            f"no file of the schema set defines, so the XSD itself is "
+            f"incomplete here"
+        )
+    if isinstance(error, xmlschema.XMLSchemaChildrenValidationError):
+        reason += _allowed_children(error, reason)
     return f"breaks the XSD rule: {reason}"
+
+
+def _allowed_children(
+    error: xmlschema.XMLSchemaChildrenValidationError, reason: str
+) -> str:
+    """Name the children that the XSD allows where xmlschema names none."""
+    # "Unexpected child ... Tag 'X' expected" already names the allowed tag.
+    if reason.endswith(" expected") or not isinstance(
+        error.validator, xmlschema.validators.XsdGroup
+    ):
+        return ""
+    names = [
+        child.local_name
+        for child in error.validator.iter_elements()
+        if isinstance(child, xmlschema.validators.XsdElement) and child.local_name
+    ]
+    if not names:
+        return ""
+    return f"; the XSD allows these children, in this order: {', '.join(names)}"

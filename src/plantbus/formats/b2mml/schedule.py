@@ -14,7 +14,11 @@ One event per ProductionRequest:
   EndTime, else the latest LatestEndTime;
 - `plant` is the configured plant, else the EquipmentID of a HierarchyScope or
   Location at the 'Site' level of the request or the schedule;
-- `description` is the request's Description.
+- `description` is the request's Description;
+- `warehouse` is the EquipmentID of the produced material's Location;
+- `bom`, `routing` and `erp_ref` are the ValueStrings of the
+  ProductionParameters with those IDs in the request's segments, as
+  `write_order_released` writes them.
 
 A request without an ID or without a produced material cannot be released as
 an order, so it is skipped with a warning in the log.
@@ -30,12 +34,19 @@ from lxml import etree
 
 from plantbus.events.envelope import Event, format_time
 from plantbus.formats.b2mml.materials import Material, material_use, read_material
-from plantbus.formats.b2mml.values import Document, data_nouns, element_path
+from plantbus.formats.b2mml.values import (
+    Document,
+    data_nouns,
+    element_path,
+    read_properties,
+)
 
 logger = logging.getLogger("plantbus.formats.b2mml")
 
 ORDER_RELEASED = "production.order.released.v1"
 _PRODUCED_REQUIREMENTS = ("MaterialRequirement", "MaterialProducedRequirement")
+# Order fields that travel as ProductionParameters of the same ID.
+_PARAMETER_FIELDS = ("bom", "routing", "erp_ref")
 
 
 def map_schedule(doc: Document, created: datetime | None) -> list[Event]:
@@ -133,7 +144,21 @@ def _released_data(
     description = doc.text(request, "Description")
     if description is not None:
         data["description"] = description
+    if material.location is not None:
+        data["warehouse"] = material.location
+    data.update(_parameters(doc, request))
     return data
+
+
+def _parameters(doc: Document, request: etree._Element) -> dict[str, str]:
+    """Return the order fields that the request carries as ProductionParameters."""
+    found: dict[str, str] = {}
+    for segment in _segments(doc, request):
+        for production_parameter in doc.children(segment, "ProductionParameter"):
+            for prop in read_properties(doc, production_parameter, "Parameter"):
+                if prop.name in _PARAMETER_FIELDS and prop.value:
+                    found.setdefault(prop.name, prop.value)
+    return found
 
 
 def _produced_requirement(

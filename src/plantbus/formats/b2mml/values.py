@@ -191,7 +191,12 @@ def to_utc(text: str, default_tz: tzinfo | None) -> datetime:
     if moment.tzinfo is None:
         assert default_tz is not None
         moment = moment.replace(tzinfo=default_tz)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(
+            "is outside the years 1 to 9999 in UTC that plantbus can store"
+        ) from exc
 
 
 def to_decimal(text: str) -> Decimal:
@@ -225,3 +230,50 @@ def data_nouns(doc: Document, noun: str) -> list[etree._Element]:
         return [doc.root]
     data_area = doc.child(doc.root, "DataArea")
     return [] if data_area is None else doc.children(data_area, noun)
+
+
+def contained_nouns(doc: Document, noun: str, container: str) -> list[etree._Element]:
+    """Return the `noun` elements of a document, bare or inside `container` nouns.
+
+    A MaterialDefinition can be a document's own noun (SyncMaterialDefinition)
+    or sit inside a MaterialInformation; both are found here.
+    """
+    if doc.kind == noun:
+        return data_nouns(doc, noun)
+    return [
+        element
+        for parent in data_nouns(doc, container)
+        for element in doc.children(parent, noun)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Property:
+    """One Value of a B2MML property element: its ID, text and unit."""
+
+    element: etree._Element
+    name: str
+    value: str
+    unit: str | None
+
+
+def read_properties(doc: Document, parent: etree._Element, tag: str) -> list[Property]:
+    """Return one Property per Value with a ValueString of each `tag` child."""
+    found = []
+    for prop in doc.children(parent, tag):
+        name = doc.text(prop, "ID")
+        if name is None:
+            continue
+        for value in doc.children(prop, "Value"):
+            text = value.find(doc.tag("ValueString"))
+            if text is None:
+                continue
+            found.append(
+                Property(
+                    element=value,
+                    name=name,
+                    value=(text.text or "").strip(),
+                    unit=doc.text(value, "UnitOfMeasure"),
+                )
+            )
+    return found
