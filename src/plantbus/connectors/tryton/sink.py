@@ -29,6 +29,9 @@ How the events map onto Tryton:
   done with the event's quantity and lot, and the completion later keeps it.
   When the completion already posted the output, the event confirms it and
   returns the existing move.
+* ASN received: one draft supplier shipment (`stock.shipment.in`) with an
+  incoming move per line, for the supplier party and products found by code
+  (see the module's `shipments.py`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ POSTED_TYPES = (
     "production.workorder.completed.v1",
     "production.workorder.progressed.v1",
     "production.workorder.started.v1",
+    "supply.asn.received.v1",
 )
 
 

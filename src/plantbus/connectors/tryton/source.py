@@ -68,6 +68,8 @@ def _midnight_utc(day: dt.date | None) -> str | None:
 class TrytonOrderSource(Source):
     """Poll Tryton for released productions and ingest one event per production."""
 
+    can_wait = True
+
     def __init__(
         self,
         name: str,

@@ -1,10 +1,11 @@
 """Tryton module `plantbus`: every posting carries the id of the event behind it.
 
-The module adds one field, `plantbus_event`, to the three records that the
+The module adds one field, `plantbus_event`, to the four records that the
 plantbus sink creates or finishes: `stock.move` (consumption and output),
-`production.work.cycle` (progress on an operation) and `production` (the
-completion of a work order). The field contains the CloudEvents id of the event
-that caused the posting, unique wherever it is set.
+`production.work.cycle` (progress on an operation), `production` (the
+completion of a work order) and `stock.shipment.in` (a supplier's ASN). The
+field contains the CloudEvents id of the event that caused the posting,
+unique wherever it is set.
 
 Why a field of its own and not a standard one: Tryton has no idempotency key on
 its RPC calls. The free-text fields that could hold an event id (`reference` on

@@ -1,7 +1,7 @@
 # mypy: ignore-errors
 # trytond ships no type information and assembles model classes at run time
 # through its pool, so static checks of this module only report noise.
-"""The `plantbus_event` field on stock moves, work cycles and productions."""
+"""The `plantbus_event` field on moves, work cycles, productions and shipments."""
 
 from __future__ import annotations
 
@@ -118,6 +118,10 @@ class WorkCycle(EventKeyMixin, metaclass=PoolMeta):
         "Plantbus Scrap",
         help="The scrapped quantity that the shop floor reported with this cycle.",
     )
+
+
+class ShipmentIn(EventKeyMixin, metaclass=PoolMeta):
+    __name__ = "stock.shipment.in"
 
 
 class Production(EventKeyMixin, metaclass=PoolMeta):

@@ -20,6 +20,8 @@ from trytond.exceptions import UserError
 from trytond.pool import Pool
 from trytond.transaction import without_check_access
 
+from .shipments import post_asn_received
+
 _OPEN_MOVE_STATES = {"staging", "draft", "assigned"}
 
 
@@ -31,6 +33,7 @@ def post_event(event: dict[str, Any]) -> str:
         "production.workorder.progressed.v1": _progressed,
         "production.workorder.completed.v1": _completed,
         "production.goods.produced.v1": _goods_produced,
+        "supply.asn.received.v1": post_asn_received,
     }
     handler = handlers.get(event.get("type"))
     if handler is None:
