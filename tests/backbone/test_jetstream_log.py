@@ -1,0 +1,216 @@
+"""JetStreamLog: the shared EventLog contract plus JetStream-specific behaviour.
+
+The tests run against the machine's NATS server on 127.0.0.1:4222, each with a
+stream name of its own, and delete their stream and offsets bucket afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from plantbus.backbone.jetstream import JetStreamLog
+from plantbus.backbone.log import EventLog
+from plantbus.errors import BackboneError
+
+from .contract import *  # noqa: F403
+from .contract import OpenLog, make_event, read_all
+from .nats_servers import machine_nats
+
+PARTITIONS = 8
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """Return the URL of the machine's NATS server with JetStream."""
+    return machine_nats()
+
+
+@pytest.fixture
+def stream_name() -> str:
+    """Return a stream name that no other test uses."""
+    return f"pbtest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def open_log(nats_url: str, stream_name: str) -> AsyncIterator[OpenLog]:
+    """Open started JetStreamLog handles on one stream; delete it afterwards."""
+    handles: list[JetStreamLog] = []
+
+    async def opener() -> EventLog:
+        log = JetStreamLog(nats_url, stream_name, partitions=PARTITIONS)
+        await log.start()
+        handles.append(log)
+        return log
+
+    yield opener
+    for handle in handles:
+        await handle.close()
+    await _delete_stream(nats_url, stream_name)
+
+
+@pytest.fixture
+async def log(open_log: OpenLog) -> EventLog:
+    """Return a started, empty JetStreamLog."""
+    return await open_log()
+
+
+async def _delete_stream(url: str, stream: str) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for action in (
+        js.delete_stream(stream),
+        js.delete_key_value(f"{stream}-offsets"),
+    ):
+        with contextlib.suppress(NotFoundError):
+            await action
+    await nc.close()
+
+
+async def test_jetstream_log_subjects_carry_partition_and_type(
+    log: EventLog, nats_url: str, stream_name: str
+) -> None:
+    [appended] = await log.append([make_event("WO-1")])
+
+    nc = await nats.connect(nats_url)
+    message = await nc.jetstream().get_msg(stream_name, appended.offset)
+    await nc.close()
+
+    assert message.subject == (
+        f"{stream_name}.p.{appended.partition}.production.workorder.progressed.v1"
+    )
+    assert message.headers is not None
+    assert message.headers["Nats-Msg-Id"] == appended.event_id
+
+
+async def test_jetstream_log_partition_count_is_fixed(
+    nats_url: str, stream_name: str, open_log: OpenLog
+) -> None:
+    await open_log()
+
+    with pytest.raises(BackboneError, match="created with 8 partitions"):
+        await JetStreamLog(nats_url, stream_name, partitions=4).start()
+
+
+async def test_jetstream_log_limits_map_to_stream(
+    nats_url: str, stream_name: str
+) -> None:
+    log = JetStreamLog(
+        nats_url,
+        stream_name,
+        max_age_seconds=3600,
+        max_bytes=10_000_000,
+        duplicate_window_seconds=120,
+    )
+    await log.start()
+    nc = await nats.connect(nats_url)
+    info = await nc.jetstream().stream_info(stream_name)
+    await nc.close()
+    await log.close()
+    await _delete_stream(nats_url, stream_name)
+
+    assert info.config.max_age == pytest.approx(3600)
+    assert info.config.max_bytes == 10_000_000
+    assert info.config.duplicate_window == pytest.approx(120)
+    assert info.config.subjects == [f"{stream_name}.p.>"]
+
+
+async def test_jetstream_log_duplicate_after_window_is_stored_again(
+    nats_url: str, stream_name: str
+) -> None:
+    log = JetStreamLog(nats_url, stream_name, duplicate_window_seconds=1.0)
+    await log.start()
+    event = make_event("WO-1")
+
+    [first] = await log.append([event])
+    [within] = await log.append([event])
+    await asyncio.sleep(1.5)
+    [after] = await log.append([event])
+    await log.close()
+    await _delete_stream(nats_url, stream_name)
+
+    assert within.duplicate is True
+    assert within.offset == first.offset
+    assert after.duplicate is False
+    assert after.offset > first.offset
+
+
+async def test_jetstream_log_foreign_stream_is_rejected(
+    nats_url: str, stream_name: str
+) -> None:
+    nc = await nats.connect(nats_url)
+    await nc.jetstream().add_stream(name=stream_name, subjects=[f"{stream_name}.x"])
+    await nc.close()
+
+    with pytest.raises(BackboneError, match="not a plantbus event log"):
+        await JetStreamLog(nats_url, stream_name).start()
+    await _delete_stream(nats_url, stream_name)
+
+
+async def test_jetstream_log_bad_stream_name_is_rejected() -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        JetStreamLog(stream="plant.bus")
+
+
+async def test_jetstream_log_unreachable_server_names_url() -> None:
+    log = JetStreamLog("nats://127.0.0.1:1", "unreachable", connect_seconds=1.0)
+
+    with pytest.raises(BackboneError, match=r"127\.0\.0\.1:1\b"):
+        await asyncio.wait_for(log.start(), 20)
+
+
+async def test_jetstream_log_group_names_outside_subject_rules(log: EventLog) -> None:
+    await log.commit("erp postings/P1 ü", {3: 42})
+
+    assert (await log.committed("erp postings/P1 ü"))[3] == 42
+    assert (await log.committed("erp"))[3] == 0
+
+
+async def test_jetstream_log_concurrent_commits_keep_both(
+    log: EventLog, open_log: OpenLog
+) -> None:
+    other = await open_log()
+
+    await asyncio.gather(
+        *(log.commit("erp", {p: 10 + p}) for p in range(0, PARTITIONS, 2)),
+        *(other.commit("erp", {p: 10 + p}) for p in range(1, PARTITIONS, 2)),
+    )
+
+    assert await log.committed("erp") == {p: 10 + p for p in range(PARTITIONS)}
+
+
+async def test_jetstream_log_read_reuses_consumer_across_pages(log: EventLog) -> None:
+    assert isinstance(log, JetStreamLog)
+    await log.append([make_event(f"WO-{i}", i) for i in range(300)])
+    positions = dict.fromkeys(range(PARTITIONS), 0)
+
+    pages = []
+    while page := await log.read(positions, 50):
+        pages.append(page)
+        for record in page:
+            positions[record.partition] = record.offset
+
+    assert log._reader is not None
+    assert len(log._reader._cursors) == 1
+    assert [len(p) for p in pages] == [50] * 6
+    offsets = [r.offset for p in pages for r in p]
+    assert offsets == sorted(offsets)
+    assert len(set(offsets)) == 300
+
+
+async def test_jetstream_log_read_after_idle_partition(log: EventLog) -> None:
+    appended = await log.append([make_event("WO-A", i) for i in range(50)])
+    busy = appended[0].partition
+    idle = next(p for p in range(PARTITIONS) if p != busy)
+    [late] = await log.append([make_event("WO-A", 50)])
+
+    records = await log.read({idle: 0, busy: appended[-1].offset}, 10)
+
+    assert [r.offset for r in records] == [late.offset]
+    assert len(await read_all(log)) == 51
