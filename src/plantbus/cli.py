@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import sys
@@ -89,6 +90,16 @@ def check(
     )
 
 
+class DemoBackbone(enum.StrEnum):
+    embedded = "embedded"
+    jetstream = "jetstream"
+
+
+class DemoState(enum.StrEnum):
+    sqlite = "sqlite"
+    postgres = "postgres"
+
+
 @app.command()
 def demo(
     orders_per_plant: Annotated[
@@ -125,12 +136,39 @@ def demo(
             "the repository."
         ),
     ] = None,
+    backbone: Annotated[
+        DemoBackbone,
+        typer.Option(
+            help="Event log: embedded (SQLite in the work folder) or jetstream (a "
+            "new stream on --nats-url, deleted after the run unless "
+            "--keep-running)."
+        ),
+    ] = DemoBackbone.embedded,
+    state: Annotated[
+        DemoState,
+        typer.Option(
+            help="State store: sqlite (in the work folder) or postgres (a new "
+            "database on the --postgres-dsn server, dropped after the run unless "
+            "--keep-running)."
+        ),
+    ] = DemoState.sqlite,
+    nats_url: Annotated[
+        str, typer.Option(help="NATS server URLs, comma-separated, for jetstream.")
+    ] = "nats://127.0.0.1:4222",
+    postgres_dsn: Annotated[
+        str,
+        typer.Option(
+            help="Connection string of a PostgreSQL server and a user that may "
+            "create databases, for postgres; the demo creates its own database."
+        ),
+    ] = "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the hub's log lines too.")
     ] = False,
 ) -> None:
     """Simulate a shift in two plants and post it to a real Tryton ERP."""
     from plantbus.demo import DemoOptions, run_demo
+    from plantbus.demo_backends import DemoBackends
 
     # The demo's own output is its progress and report; the hub's log lines
     # only show up when asked for, or when something goes wrong.
@@ -142,6 +180,12 @@ def demo(
         seed=seed,
         pace_seconds=pace,
         b2mml_xsd=b2mml_xsd,
+        backends=DemoBackends(
+            backbone=backbone.value,
+            state=state.value,
+            nats_url=nats_url,
+            postgres_dsn=postgres_dsn,
+        ),
     )
     try:
         report = asyncio.run(run_demo(options, console))
@@ -190,6 +234,50 @@ def schemas_show(
         )
         raise typer.Exit(2)
     typer.echo(json.dumps(found.schema, indent=2))
+
+
+sim_app = typer.Typer(no_args_is_help=True, help="Run simulated target systems.")
+app.add_typer(sim_app, name="sim")
+
+
+@sim_app.command("serve")
+def sim_serve(
+    system: Annotated[
+        str,
+        typer.Argument(
+            help="wms, cmms, qms, procurement or supplier-portal.",
+        ),
+    ],
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests per second that the rate limit allows; no limit when "
+            "left out."
+        ),
+    ] = None,
+    token_lifetime: Annotated[
+        float, typer.Option(help="Lifetime of issued access tokens, in seconds.")
+    ] = 3600.0,
+) -> None:
+    """Serve the reference server of a SaaS system, such as a WMS or a CMMS."""
+    from plantbus.sim.refservers import SYSTEMS, build
+    from plantbus.sim.refservers.faults import RateLimit
+
+    if system not in SYSTEMS:
+        _print_error(
+            f"No reference server for system {system!r}; choose one of "
+            f"{', '.join(SYSTEMS)}."
+        )
+        raise typer.Exit(2)
+    _configure_logging(logging.INFO)
+    server = build(
+        system,
+        rate_limit=RateLimit(rate_per_second=rate),
+        token_lifetime_seconds=token_lifetime,
+    )
+    server.run(host, port)
 
 
 # The `dlq` and `replay` commands register themselves on `app`.

@@ -72,16 +72,16 @@ _HEX_EXCERPT = 256
 async def _admin(hub_file: Path) -> AsyncIterator[AdminService]:
     from plantbus.admin import AdminService
     from plantbus.config import load_hub
-    from plantbus.state.sqlite import SqliteStateStore
+    from plantbus.state.factory import make_state_store
 
     config = load_hub(hub_file)
     path = config.hub.data_dir / "state.sqlite"
-    if not path.exists():
+    if config.state.kind == "sqlite" and not path.exists():
         raise PlantbusError(
             f"There is no state store at {str(path)!r}, the `hub.data_dir` of "
             f"{str(hub_file)!r}: start the hub once with `plantbus run` first."
         )
-    state = SqliteStateStore(path)
+    state = make_state_store(config)
     await state.start()
     try:
         yield AdminService(state, config)

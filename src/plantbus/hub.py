@@ -11,10 +11,11 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from plantbus.backbone.log import EventLog
 from plantbus.config.model import (
+    B2mmlFolderSinkConfig,
     DeliverStep,
     EnrichStep,
     FileSinkConfig,
@@ -25,6 +26,7 @@ from plantbus.config.model import (
     MapStep,
     MemorySinkConfig,
     PipelineConfig,
+    RestSinkConfig,
     RouteStep,
     TrytonOrdersSourceConfig,
     TrytonSinkConfig,
@@ -34,13 +36,16 @@ from plantbus.config.model import (
 from plantbus.connectors.base import Sink, Source
 from plantbus.errors import ConfigError, DeliveryError, PlantbusError
 from plantbus.events.catalogue import Catalogue
-from plantbus.ingest import Ingestor
+from plantbus.ingest import BacklogGate, Ingestor
 from plantbus.pipeline import steps as step_kinds
 from plantbus.pipeline.circuit import CircuitBreaker
 from plantbus.pipeline.delivery import Deliverer
 from plantbus.pipeline.runtime import PipelineRuntime
 from plantbus.state.dead_letters import DeadLetter
 from plantbus.state.store import StateStore
+
+if TYPE_CHECKING:
+    from plantbus.state.leases import PartitionLeases
 
 logger = logging.getLogger("plantbus.hub")
 
@@ -63,6 +68,8 @@ class Hub:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     # Open file whose exclusive lock marks data_dir as in use by this hub.
     lock: IO[bytes] | None = None
+    # Partition leases when several worker processes share the pipelines.
+    leases: PartitionLeases | None = None
 
     async def backlog(self) -> int:
         """Return how many events the slowest pipeline has not committed yet."""
@@ -83,9 +90,21 @@ class Hub:
         """Run sources and pipelines until `stop` is called or one of them fails."""
         for sink in self.sinks.values():
             await sink.start()
+        limit = self.config.backbone.max_backlog_events
+        gate = (
+            BacklogGate(self.backlog, limit, self.stopping)
+            if limit is not None
+            else None
+        )
         tasks = [
             asyncio.create_task(
-                source.run(self.ingest, self.reject, self.stopping),
+                source.run(
+                    gate.wrap(self.ingest, source.name)
+                    if gate is not None and source.can_wait
+                    else self.ingest,
+                    self.reject,
+                    self.stopping,
+                ),
                 name=f"source:{source.name}",
             )
             for source in self.sources
@@ -127,6 +146,8 @@ class Hub:
             close = getattr(system, "close", None)
             if close is not None:
                 await close()
+        if self.leases is not None:
+            await self.leases.close()
         await self.state.close()
         await self.log.close()
         if self.lock is not None:
@@ -204,17 +225,47 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _make_log(config: HubConfig) -> EventLog | None:
+    """Return the JetStream log of a hub file, None for the embedded log."""
+    backbone = config.backbone
+    if backbone.kind != "jetstream":
+        return None
+    from plantbus.backbone.jetstream import JetStreamLog
+
+    # The stream's own limits enforce the retention on the server.
+    retention = backbone.retention
+    return JetStreamLog(
+        backbone.url,
+        backbone.stream,
+        backbone.partitions,
+        replicas=backbone.replicas,
+        duplicate_window_seconds=backbone.duplicate_window_seconds,
+        max_age_seconds=(
+            retention.max_age_hours * 3600 if retention.max_age_hours else None
+        ),
+        max_bytes=(
+            int(retention.max_megabytes * 1024 * 1024)
+            if retention.max_megabytes
+            else None
+        ),
+    )
+
+
 async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hub:
     """Create and start the log, the state store and every part of a hub file."""
     from plantbus.backbone.sqlite import SqliteLog
-    from plantbus.state.sqlite import SqliteStateStore
+    from plantbus.state.factory import make_leases, make_state_store, shares_work
 
     data_dir = config.hub.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock_data_dir(data_dir)
-    log = SqliteLog(data_dir / "log.sqlite", partitions=config.backbone.partitions)
+    # Worker processes that share the work through partition leases may share
+    # one data folder too; otherwise one hub owns it.
+    lock = None if shares_work(config) else _lock_data_dir(data_dir)
+    log = _make_log(config) or SqliteLog(
+        data_dir / "log.sqlite", partitions=config.backbone.partitions
+    )
     await log.start()
-    state = SqliteStateStore(data_dir / "state.sqlite")
+    state = make_state_store(config)
     await state.start()
 
     catalogue = catalogue or Catalogue.load()
@@ -243,8 +294,11 @@ async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hu
             )
         for source_config in config.sources:
             hub.sources.append(_build_source(source_config, hub))
+        hub.leases = make_leases(config)
         for pipeline_config in config.pipelines:
             hub.pipelines.append(_build_pipeline(pipeline_config, hub))
+        if hub.leases is not None:
+            await hub.leases.start()
     except BaseException:
         # Close what was opened, so a failed start leaves no open files or
         # sessions behind.
@@ -289,10 +343,21 @@ def _build_sink(config: Any, hub: Hub) -> Sink:
         from plantbus.connectors.jsonl import JsonLinesSink
 
         return JsonLinesSink(config.name, config.path)
+    if isinstance(config, B2mmlFolderSinkConfig):
+        from plantbus.connectors.b2mml_folder import B2mmlFolderSink
+
+        return B2mmlFolderSink(config.name, config.path, config.schema_dir)
     if isinstance(config, TrytonSinkConfig):
         from plantbus.connectors.tryton.sink import TrytonSink
 
         return TrytonSink(config.name, hub.systems[config.system])
+    if isinstance(config, RestSinkConfig):
+        from plantbus.connectors.rest.sink import RestSink
+
+        return RestSink.from_config(config)
+    mqtt_sink = _build_mqtt_sink(config, hub)
+    if mqtt_sink is not None:
+        return mqtt_sink
     raise ConfigError(f"Sink kind {type(config).__name__!r} is not supported.")
 
 
@@ -303,6 +368,7 @@ def _build_source(config: Any, hub: Hub) -> Source:
         from plantbus.connectors.http import HttpSource
 
         api = hub.config.api
+        http_limit = api.max_backlog_events or hub.config.backbone.max_backlog_events
         return HttpSource(
             hub.catalogue,
             name=config.name,
@@ -314,10 +380,10 @@ def _build_source(config: Any, hub: Hub) -> Source:
             backlog_guard=(
                 BacklogGuard(
                     hub.backlog,
-                    api.max_backlog_events,
+                    http_limit,
                     retry_after_seconds=api.backlog_retry_after_seconds,
                 )
-                if api.max_backlog_events is not None
+                if http_limit is not None
                 else None
             ),
         )
@@ -328,6 +394,24 @@ def _build_source(config: Any, hub: Hub) -> Source:
         from plantbus.formats.b2mml import parse_b2mml
 
         config.path.mkdir(parents=True, exist_ok=True)
+        if config.format in ("x12", "edifact") and config.outbox is not None:
+            return _build_edi_source(config)
+        if config.format in ("csv", "fixed_width") and config.layout is not None:
+            from plantbus.formats.flatfile import FlatFileParser
+
+            flat = FlatFileParser(
+                config.layout,
+                config.format,
+                plant=config.plant,
+                catalogue=hub.catalogue,
+            )
+            return FolderSource(
+                config.name,
+                config.path,
+                flat,
+                poll_interval=config.poll_seconds,
+                content_type="text/csv" if config.format == "csv" else "text/plain",
+            )
         parser = partial(_parse_b2mml, parse_b2mml, config.schema_dir, config.plant)
         return FolderSource(
             config.name, config.path, parser, poll_interval=config.poll_seconds
@@ -338,7 +422,93 @@ def _build_source(config: Any, hub: Hub) -> Source:
         return TrytonOrderSource(
             config.name, hub.systems[config.system], poll_seconds=config.poll_seconds
         )
+    mqtt_source = _build_mqtt_source(config, hub)
+    if mqtt_source is not None:
+        return mqtt_source
+    shop_floor = _build_shop_floor_source(config, hub)
+    if shop_floor is not None:
+        return shop_floor
     raise ConfigError(f"Source kind {type(config).__name__!r} is not supported.")
+
+
+def _build_mqtt_source(config: Any, hub: Hub) -> Source | None:
+    """Build an MQTT source, or return None for other kinds."""
+    from plantbus.config.model import MqttSourceConfig
+
+    if not isinstance(config, MqttSourceConfig):
+        return None
+    from plantbus.connectors.mqtt.settings import resolve_paths
+    from plantbus.connectors.mqtt.source import MqttSource
+
+    return MqttSource(
+        config.name,
+        resolve_paths(config.broker, hub.config.base_dir),
+        config.subscriptions,
+        client_id=f"plantbus-{hub.config.hub.name}-{config.name}",
+        max_batch=config.max_batch,
+        receive_maximum=config.receive_maximum,
+    )
+
+
+def _build_mqtt_sink(config: Any, hub: Hub) -> Sink | None:
+    """Build an MQTT sink, or return None for other kinds."""
+    from plantbus.config.model import MqttSinkConfig
+
+    if not isinstance(config, MqttSinkConfig):
+        return None
+    from plantbus.connectors.mqtt.settings import resolve_paths
+    from plantbus.connectors.mqtt.sink import MqttSink
+
+    return MqttSink(
+        config.name,
+        resolve_paths(config.broker, hub.config.base_dir),
+        config.topic,
+        client_id=f"plantbus-{hub.config.hub.name}-{config.name}",
+        qos=config.qos,
+        retain=config.retain,
+        payload=config.payload,
+    )
+
+
+def _build_shop_floor_source(config: Any, hub: Hub) -> Source | None:
+    """Build an OPC UA or MTConnect source, or return None for other kinds."""
+    from plantbus.config.model import MtconnectSourceConfig, OpcUaSourceConfig
+
+    if isinstance(config, OpcUaSourceConfig):
+        from plantbus.connectors.opcua.source import OpcUaSource
+
+        return OpcUaSource.from_config(config)
+    if isinstance(config, MtconnectSourceConfig):
+        from plantbus.connectors.mtconnect.build import build_mtconnect_source
+
+        return build_mtconnect_source(config, hub.config.base_dir)
+    return None
+
+
+def _build_edi_source(config: FolderSourceConfig) -> Source:
+    from functools import partial
+    from urllib.parse import quote
+    from zoneinfo import ZoneInfo
+
+    from plantbus.connectors.edi import EdiFolderSource
+    from plantbus.formats.edifact import read_edifact
+    from plantbus.formats.x12 import read_x12
+
+    assert config.outbox is not None
+    reader = partial(
+        read_x12 if config.format == "x12" else read_edifact,
+        source=f"urn:plantbus:source:{quote(config.name, safe='')}",
+        plant=config.plant,
+        zone=ZoneInfo(config.timezone),
+    )
+    return EdiFolderSource(
+        config.name,
+        config.path,
+        reader,
+        standard=config.format,
+        outbox=config.outbox,
+        poll_interval=config.poll_seconds,
+    )
 
 
 def _parse_b2mml(
@@ -391,6 +561,8 @@ def _build_pipeline(config: PipelineConfig, hub: Hub) -> PipelineRuntime:
         deliverer,
         max_in_flight=config.max_in_flight,
         concurrency=config.concurrency,
+        park_keys=config.on_dead_letter == "park_key",
+        leases=hub.leases.group(config.name) if hub.leases is not None else None,
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from plantbus.backbone.log import Appended, EventLog
 from plantbus.errors import BatchRejected, EventError
@@ -51,3 +53,59 @@ class Ingestor:
         for event_type, count in counts.items():
             EVENTS_INGESTED.labels(event_type).inc(count)
         return appended
+
+
+class BacklogGate:
+    """Hold back sources that can wait while the pipelines are far behind.
+
+    A folder or a polled system loses nothing by waiting: the files stay in
+    the inbox and the rows stay in the database. So before such a source
+    appends, the gate waits until the slowest pipeline has no more than
+    `limit` events left to deliver. The backlog then stays in the place it
+    came from instead of growing the log without bound.
+    """
+
+    def __init__(
+        self,
+        measure: Callable[[], Awaitable[int]],
+        limit: int,
+        stop: asyncio.Event,
+        *,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.measure = measure
+        self.limit = limit
+        self.stop = stop
+        self.poll_seconds = poll_seconds
+        self.pauses = 0
+
+    def wrap(
+        self, ingest: Callable[[Sequence[Event]], Awaitable[list[Appended]]], name: str
+    ) -> Callable[[Sequence[Event]], Awaitable[list[Appended]]]:
+        """Return an ingest callable for source `name` that waits for room first."""
+
+        async def ingest_when_room(events: Sequence[Event]) -> list[Appended]:
+            await self.wait_for_room(name)
+            return await ingest(events)
+
+        return ingest_when_room
+
+    async def wait_for_room(self, name: str) -> None:
+        """Return once the backlog is under the limit or the hub stops."""
+        backlog = await self.measure()
+        if backlog <= self.limit:
+            return
+
+        self.pauses += 1
+        logger.info(
+            "source %s paused: the pipelines have %d events left to deliver, "
+            "more than the limit of %d",
+            name,
+            backlog,
+            self.limit,
+        )
+        while backlog > self.limit and not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=self.poll_seconds)
+            backlog = await self.measure()
+        logger.info("source %s resumed with a backlog of %d events", name, backlog)

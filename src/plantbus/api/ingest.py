@@ -312,12 +312,7 @@ def events_router(
                 errors, invalid_count, len(checked.events), decoded.batch
             ) from exc
         except BackboneError as exc:
-            logger.error(
-                "Appending %d event(s) failed: %s",
-                len(checked.events),
-                exc,
-                exc_info=exc,
-            )
+            logger.error("Appending %d event(s) failed: %s", len(checked.events), exc)
             raise HttpProblem(
                 503,
                 BACKBONE_UNAVAILABLE,

@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 
 from plantbus.backbone.log import Appended, Record
-from plantbus.errors import BackboneError
+from plantbus.errors import BackboneError, PlantbusError
 
 # `user_version` of a file that this module created; another value means the
 # file belongs to a different program or a different plantbus storage format.
@@ -107,40 +107,50 @@ class CommitOp:
 
 
 def describe_error(
-    exc: sqlite3.Error, path: Path, action: str, busy_timeout: float
-) -> BackboneError:
-    """Turn an SQLite error into a BackboneError that says what to do."""
+    exc: sqlite3.Error,
+    path: Path,
+    action: str,
+    busy_timeout: float,
+    *,
+    what: str = "The event log",
+    error: type[PlantbusError] = BackboneError,
+) -> PlantbusError:
+    """Turn an SQLite error into a plantbus error that says what to do."""
     name = getattr(exc, "sqlite_errorname", "") or ""
-    where = f"The event log at {str(path)!r}"
+    where = f"{what} at {str(path)!r}"
     if name.startswith("SQLITE_FULL"):
-        return BackboneError(
+        return error(
             f"{where} could not {action} because the disk or the database is full "
             f"(SQLite: {exc}). Free space on that volume, or delete old records "
             "with trim(max_age_seconds=..., max_bytes=...)."
+            if error is BackboneError
+            else f"{where} could not {action} because the disk is full "
+            f"(SQLite: {exc}). Free space on that volume; the hub resumes "
+            "where it stopped once it is started again."
         )
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return BackboneError(
+        return error(
             f"{where} could not {action} because another connection held the "
             f"database lock for more than {busy_timeout} s (SQLite: {exc}). Stop "
             "the other program that uses this file (a second hub, an sqlite3 shell "
             "or a backup), or raise `busy_timeout`."
         )
     if name.startswith("SQLITE_CANTOPEN"):
-        return BackboneError(
+        return error(
             f"{where} could not be opened (SQLite: {exc}). Check that the folder "
             f"{str(path.parent)!r} exists and that this user may write to it."
         )
     if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
-        return BackboneError(
+        return error(
             f"{where} is not an SQLite database or is damaged (SQLite: {exc}). "
             "Point the backbone at another file, or restore this one from a backup."
         )
     if name.startswith("SQLITE_READONLY"):
-        return BackboneError(
+        return error(
             f"{where} is read-only (SQLite: {exc}). Give this user write access "
             "to the file, its folder and its -wal and -shm files."
         )
-    return BackboneError(f"{where} could not {action} (SQLite: {exc}).")
+    return error(f"{where} could not {action} (SQLite: {exc}).")
 
 
 def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:

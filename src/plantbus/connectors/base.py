@@ -27,6 +27,9 @@ class Source(ABC):
     """Something outside that produces events: an HTTP endpoint, a folder, a broker."""
 
     name: str
+    # True for sources that lose nothing by pausing (a folder, a polled
+    # database); the hub then holds them back while the backlog is too long.
+    can_wait: bool = False
 
     @abstractmethod
     async def run(self, ingest: Ingest, reject: Reject, stop: asyncio.Event) -> None:

@@ -32,12 +32,15 @@ from typing import Any
 from plantbus.connectors.base import Ingest, Reject, Source
 from plantbus.errors import EventError, FormatError
 from plantbus.events.envelope import Event
+from plantbus.formats.parsed import ParsedFile
 from plantbus.state.dead_letters import DeadLetter
 
 logger = logging.getLogger("plantbus.connectors.files")
 
 # Turn a document's bytes and its file name into events; raise FormatError.
-Parser = Callable[[bytes, str], list[Event]]
+# A parser that keeps the good records of a partly bad file (flat files)
+# returns a ParsedFile, whose rejected records become one dead letter each.
+Parser = Callable[[bytes, str], list[Event] | ParsedFile]
 
 _IGNORED_SUFFIXES = (".tmp", ".part")
 
@@ -50,6 +53,8 @@ class _Stamp:
 
 class FolderSource(Source):
     """Ingest documents dropped into an inbox folder, then file them away."""
+
+    can_wait = True
 
     def __init__(
         self,
@@ -153,7 +158,11 @@ class FolderSource(Source):
         # other error leaves it in the inbox (see `poll`).
         data = path.read_bytes()
         try:
-            events = await asyncio.to_thread(self.parser, data, path.name)
+            parsed = await asyncio.to_thread(self.parser, data, path.name)
+            if isinstance(parsed, ParsedFile):
+                events, rejected = parsed.events, parsed.rejected
+            else:
+                events, rejected = parsed, []
             await ingest(events)
         except FormatError as exc:
             problems = [
@@ -170,13 +179,28 @@ class FolderSource(Source):
             await self._reject(path, data, str(exc), problems, reject)
             return
 
+        # Like `_reject`, store the dead letters before the move. After a crash
+        # in between, the file is read again: the log drops the repeated
+        # events, but the rejected records are stored a second time.
+        for record in rejected:
+            await reject(
+                DeadLetter(
+                    stage="ingest",
+                    error=record.message,
+                    payload=record.payload,
+                    source=self.name,
+                    content_type=self.content_type,
+                    details={**record.details, "file": path.name},
+                )
+            )
         target = _free_name(self.done_dir, path.name)
         path.replace(target)
         logger.info(
-            "Ingested %s for source %r: %d events, moved to %s.",
+            "Ingested %s for source %r: %d events, %d rejected records, moved to %s.",
             path.name,
             self.name,
             len(events),
+            len(rejected),
             target,
         )
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from plantbus.backbone.log import Record, partition_for
+from plantbus.events.envelope import Event
 from plantbus.pipeline.delivery import Abandoned, Deliverer
 from plantbus.pipeline.parking import KeyParking, Process
 from plantbus.state.dead_letters import DeadLetter
@@ -44,6 +46,9 @@ class Redriver:
         self.partitions = partitions
         self.process = process
         self.parking = parking
+        # Set when several workers share the pipeline: only the holder of the
+        # lease on a key's partition redrives the key's dead letters.
+        self.owns_key: Callable[[str], bool] | None = None
 
     async def run_pending(self) -> int:
         """Redrive every requested dead letter of the pipeline and count them."""
@@ -51,6 +56,10 @@ class Redriver:
         for letter in await self.state.pending_redrives(self.pipeline):
             if self.deliverer.stopping.is_set():
                 break
+            if self.owns_key is not None and not self.owns_key(
+                Event.from_trusted(letter.payload).key
+            ):
+                continue
             try:
                 outcome = await self.redrive(letter)
             except Abandoned:

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plantbus.backbone.log import EventLog, Record
-from plantbus.errors import RetryableDeliveryError
+from plantbus.errors import PlantbusError, RetryableDeliveryError
 from plantbus.observability.metrics import CONSUMER_LAG, DEAD_LETTERS, STEP_FAILURES
 from plantbus.pipeline.delivery import Abandoned, Deliverer, backoff_seconds
+from plantbus.pipeline.leases import LeaseFollower, Leases
 from plantbus.pipeline.parking import KeyParking
 from plantbus.pipeline.redrive import Redriver
 from plantbus.pipeline.steps import RouteStep, Step, TypeMatcher, WorkItem
@@ -85,6 +86,7 @@ class PipelineRuntime:
         commit_interval: float = 0.2,
         read_batch: int = 500,
         park_keys: bool = True,
+        leases: Leases | None = None,
     ) -> None:
         self.name = name
         self.group = name
@@ -128,13 +130,25 @@ class PipelineRuntime:
             self._process_now,
             parking=self.parking,
         )
+        # Set when several workers share the consumer group: this one reads
+        # only the partitions it holds a lease on.
+        self.leases = (
+            LeaseFollower(name, self.group, log, leases) if leases is not None else None
+        )
+        if self.leases is not None:
+            self.redriver.owns_key = self.leases.owns_key
 
     async def run(self) -> None:
         """Consume until `stopping` is set, then finish work in hand and commit."""
         positions = await self.log.committed(self.group)
+        if self.leases is not None:
+            # Partitions join one by one as their leases are taken.
+            positions = {}
         tracker = OffsetTracker(positions)
         if self.parking is not None:
             await self.parking.load()
+            if self.leases is not None:
+                self.leases.prune(self.parking.blockers)
         logger.info("pipeline %s started at %s", self.name, _summary(positions))
         last_commit = time.monotonic()
         committed = dict(positions)
@@ -152,14 +166,24 @@ class PipelineRuntime:
                 if time.monotonic() - last_replay_check >= self.commit_interval:
                     await self._apply_replays(tracker, committed)
                     last_replay_check = time.monotonic()
+                if self.leases is not None:
+                    changed = await self.leases.follow(
+                        tracker, committed, lambda: self._commit(tracker, committed)
+                    )
+                    if changed and self.parking is not None:
+                        await self.parking.load()
+                        self.leases.prune(self.parking.blockers)
                 room = self.max_in_flight - tracker.in_work
                 if room <= 0:
                     self._room.clear()
                     await self._wait_or_stop(self._room.wait(), 0.5)
                 else:
-                    records = await self.log.read(
-                        tracker.read, min(room, self.read_batch)
+                    positions = (
+                        tracker.read
+                        if self.leases is None
+                        else self.leases.positions(tracker)
                     )
+                    records = await self.log.read(positions, min(room, self.read_batch))
                     if records:
                         await self._dispatch(records, tracker)
                     else:
@@ -197,7 +221,7 @@ class PipelineRuntime:
             except Abandoned:
                 return
             except Exception as exc:
-                logger.exception("pipeline %s stopped on a redrive error", self.name)
+                _log_stop(self.name, exc)
                 self._failure = exc
                 self.stopping.set()
                 return
@@ -315,7 +339,7 @@ class PipelineRuntime:
             except BaseException as exc:
                 # A failure of plantbus itself, such as the state store being
                 # unavailable: stop instead of skipping the record.
-                logger.exception("pipeline %s stopped on an internal error", self.name)
+                _log_stop(self.name, exc)
                 self._failure = exc
                 self.stopping.set()
                 return
@@ -421,6 +445,17 @@ class PipelineRuntime:
             await self.log.commit(self.group, changed)
             committed.update(changed)
         CONSUMER_LAG.labels(self.name).set(await self.log.lag(self.group))
+
+
+def _log_stop(pipeline: str, exc: BaseException) -> None:
+    # A plantbus error names its cause and the fix; a traceback only helps
+    # with a bug.
+    if isinstance(exc, PlantbusError):
+        logger.error("pipeline %s stopped: %s", pipeline, exc)
+    else:
+        logger.error(
+            "pipeline %s stopped on an internal error", pipeline, exc_info=exc
+        )
 
 
 def _summary(positions: dict[int, int]) -> str:

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from plantbus.errors import PlantbusError
+from plantbus.backbone.sqlite_store import describe_error
+from plantbus.errors import PlantbusError, StateError
 from plantbus.state.dead_letters import Attempt, DeadLetter
 from plantbus.state.store import (
     DEAD_LETTER_STATUSES,
@@ -29,6 +30,8 @@ logger = logging.getLogger("plantbus.state")
 T = TypeVar("T")
 
 __all__ = ["DEAD_LETTER_STATUSES", "SqliteStateStore"]
+
+_BUSY_TIMEOUT_SECONDS = 10
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -110,7 +113,7 @@ class SqliteStateStore(StateStore):
             # the ledger must survive. After a power loss the newest entries may
             # be gone, and the sinks' own natural keys catch those redeliveries.
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA busy_timeout=10000")
+            connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_SECONDS * 1000}")
             connection.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise PlantbusError(
@@ -128,7 +131,17 @@ class SqliteStateStore(StateStore):
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        try:
+            return await loop.run_in_executor(self._executor, function, *args)
+        except sqlite3.Error as exc:
+            raise describe_error(
+                exc,
+                self.path,
+                "write" if "write" in function.__name__ else "run a statement",
+                _BUSY_TIMEOUT_SECONDS,
+                what="The state store",
+                error=StateError,
+            ) from exc
 
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
