@@ -18,8 +18,12 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from plantbus.state.dead_letters import Attempt, DeadLetter
-from plantbus.state.store import DEAD_LETTER_STATUSES, DeadLetterFilter
+from plantbus.state.dead_letters import DeadLetter
+from plantbus.state.store import (
+    DeadLetterFilter,
+    check_status,
+    dead_letter_from_row,
+)
 
 logger = logging.getLogger("plantbus.state")
 
@@ -143,7 +147,10 @@ class PostgresDeadLetters:
             query += " WHERE " + " AND ".join(clauses)
         query += " ORDER BY id LIMIT %s"
         parameters.append(limit)
-        return [_dead_letter(row) for row in await self._fetch(query, parameters)]
+        return [
+            dead_letter_from_row(row, _as_is)
+            for row in await self._fetch(query, parameters)
+        ]
 
     async def claim_dead_letter(
         self, letter_id: int, expected: str, status: str
@@ -153,7 +160,7 @@ class PostgresDeadLetters:
         The UPDATE checks the status again after it has locked the row, so of
         two processes claiming one dead letter at once exactly one succeeds.
         """
-        _check_status(status)
+        check_status(status)
         changed = await self._write(
             "UPDATE dead_letters SET status = %s WHERE id = %s AND status = %s",
             (status, letter_id, expected),
@@ -162,7 +169,7 @@ class PostgresDeadLetters:
 
     async def set_dead_letter_status(self, letter_id: int, status: str) -> None:
         """Mark a dead letter as open, redriving, redriven or discarded."""
-        _check_status(status)
+        check_status(status)
         await self._write(
             "UPDATE dead_letters SET status = %s WHERE id = %s", (status, letter_id)
         )
@@ -209,49 +216,6 @@ class PostgresDeadLetters:
         return {key: int(letter_id) for key, letter_id in rows}
 
 
-def _check_status(status: str) -> None:
-    if status not in DEAD_LETTER_STATUSES:
-        raise ValueError(
-            f"Dead letter status {status!r} is invalid: expected one of "
-            f"{', '.join(map(repr, DEAD_LETTER_STATUSES))}."
-        )
-
-
-def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    (
-        letter_id,
-        created_at,
-        status,
-        stage,
-        error,
-        payload,
-        source,
-        content_type,
-        headers,
-        event_id,
-        event_type,
-        pipeline,
-        sink,
-        offset,
-        attempts,
-        details,
-    ) = row
-    letter = DeadLetter(
-        stage=stage,
-        error=error,
-        payload=bytes(payload),
-        source=source,
-        content_type=content_type,
-        headers=headers,
-        event_id=event_id,
-        event_type=event_type,
-        pipeline=pipeline,
-        sink=sink,
-        offset=offset,
-        attempts=[Attempt(at, message) for at, message in attempts],
-        created_at=created_at,
-        id=letter_id,
-        details=details,
-    )
-    letter.details["status"] = status
-    return letter
+def _as_is(value: Any) -> Any:
+    # psycopg already decodes jsonb columns.
+    return value

@@ -15,7 +15,7 @@ import orjson
 
 from plantbus.backbone.sqlite_store import describe_error
 from plantbus.errors import PlantbusError, StateError
-from plantbus.state.dead_letters import Attempt, DeadLetter
+from plantbus.state.dead_letters import DeadLetter
 from plantbus.state.store import (
     DEAD_LETTER_STATUSES,
     AuditRecord,
@@ -23,6 +23,8 @@ from plantbus.state.store import (
     Delivery,
     ReplayRequest,
     StateStore,
+    check_status,
+    dead_letter_from_row,
 )
 
 logger = logging.getLogger("plantbus.state")
@@ -306,17 +308,16 @@ class SqliteStateStore(StateStore):
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY id LIMIT ?"
         parameters.append(limit)
-        return [_dead_letter(row) for row in self._db().execute(sql, parameters)]
+        return [
+            dead_letter_from_row(row, orjson.loads)
+            for row in self._db().execute(sql, parameters)
+        ]
 
     async def claim_dead_letter(
         self, letter_id: int, expected: str, status: str
     ) -> bool:
         """Change a dead letter's status only if it is `expected`; return success."""
-        if status not in DEAD_LETTER_STATUSES:
-            raise ValueError(
-                f"Dead letter status {status!r} is invalid: expected one of "
-                f"{', '.join(map(repr, DEAD_LETTER_STATUSES))}."
-            )
+        check_status(status)
         changed = await self._run(
             self._update_count,
             "UPDATE dead_letters SET status = ? WHERE id = ? AND status = ?",
@@ -330,11 +331,7 @@ class SqliteStateStore(StateStore):
 
     async def set_dead_letter_status(self, letter_id: int, status: str) -> None:
         """Mark a dead letter as open, redriving, redriven or discarded."""
-        if status not in DEAD_LETTER_STATUSES:
-            raise ValueError(
-                f"Dead letter status {status!r} is invalid: expected one of "
-                f"{', '.join(map(repr, DEAD_LETTER_STATUSES))}."
-            )
+        check_status(status)
         await self._run(
             self._execute,
             "UPDATE dead_letters SET status = ? WHERE id = ?",
@@ -491,43 +488,3 @@ class SqliteStateStore(StateStore):
             AuditRecord(at, actor, action, target, orjson.loads(details))
             for at, actor, action, target, details in reversed(rows)
         ]
-
-
-def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    (
-        letter_id,
-        created_at,
-        status,
-        stage,
-        error,
-        payload,
-        source,
-        content_type,
-        headers,
-        event_id,
-        event_type,
-        pipeline,
-        sink,
-        offset,
-        attempts,
-        details,
-    ) = row
-    letter = DeadLetter(
-        stage=stage,
-        error=error,
-        payload=bytes(payload),
-        source=source,
-        content_type=content_type,
-        headers=orjson.loads(headers),
-        event_id=event_id,
-        event_type=event_type,
-        pipeline=pipeline,
-        sink=sink,
-        offset=offset,
-        attempts=[Attempt(at, message) for at, message in orjson.loads(attempts)],
-        created_at=created_at,
-        id=letter_id,
-        details=orjson.loads(details),
-    )
-    letter.details["status"] = status
-    return letter

@@ -3,16 +3,72 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plantbus.state.dead_letters import DeadLetter
+from plantbus.state.dead_letters import Attempt, DeadLetter
 
 # The life of a dead letter: `open` until an operator redrives (`redriving`,
 # then `redriven`) or discards it. `parked` marks an event held back behind an
 # earlier dead letter of the same partition key; the pipeline releases it.
 DEAD_LETTER_STATUSES = ("open", "redriving", "redriven", "discarded", "parked")
+
+
+def check_status(status: str) -> None:
+    """Raise ValueError unless `status` is a dead-letter status."""
+    if status not in DEAD_LETTER_STATUSES:
+        raise ValueError(
+            f"Dead letter status {status!r} is invalid: expected one of "
+            f"{', '.join(map(repr, DEAD_LETTER_STATUSES))}."
+        )
+
+
+def dead_letter_from_row(
+    row: Sequence[Any], decode: Callable[[Any], Any]
+) -> DeadLetter:
+    """Build a dead letter from a row of the dead_letters table of either store.
+
+    `decode` turns a stored JSON column (headers, attempts, details) into
+    Python values; the status goes into `details["status"]`.
+    """
+    (
+        letter_id,
+        created_at,
+        status,
+        stage,
+        error,
+        payload,
+        source,
+        content_type,
+        headers,
+        event_id,
+        event_type,
+        pipeline,
+        sink,
+        offset,
+        attempts,
+        details,
+    ) = row
+    letter = DeadLetter(
+        stage=stage,
+        error=error,
+        payload=bytes(payload),
+        source=source,
+        content_type=content_type,
+        headers=decode(headers),
+        event_id=event_id,
+        event_type=event_type,
+        pipeline=pipeline,
+        sink=sink,
+        offset=offset,
+        attempts=[Attempt(at, message) for at, message in decode(attempts)],
+        created_at=created_at,
+        id=letter_id,
+        details=decode(details),
+    )
+    letter.details["status"] = status
+    return letter
 
 
 @dataclass(frozen=True, slots=True)
