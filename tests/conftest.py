@@ -1,11 +1,15 @@
-"""Fixtures for every test: where the sample documents live."""
+"""Fixtures for every test: where the sample documents live, a real trytond."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from plantbus.sim.erp_setup import create_database
+from plantbus.sim.trytond_server import TrytondServer
 
 _REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -24,3 +28,14 @@ def samples_dir() -> Path:
 def b2mml_xsd(samples_dir: Path) -> Path:
     """Return the B2MML schema folder with one subfolder per version."""
     return samples_dir / "b2mml" / "xsd"
+
+
+@pytest.fixture(scope="session")
+def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytondServer]:
+    """Start trytond on a fresh copy of the demo database for the whole session."""
+    folder = tmp_path_factory.mktemp("tryton")
+    database = create_database(folder / "db", "plantbus_test")
+    server = TrytondServer(database, folder / "work")
+    server.start()
+    yield server
+    server.stop()

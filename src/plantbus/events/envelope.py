@@ -8,7 +8,6 @@ data of a catalogue event type is checked against its JSON Schema by
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -375,7 +374,8 @@ def _check_data_base64(value: Any) -> list[Violation]:
         return [Violation("data_base64", value, rule)]
     try:
         base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:
+        # binascii.Error for bad Base64; plain ValueError for non-ASCII text.
         return [Violation("data_base64", _excerpt(value), rule)]
     return []
 

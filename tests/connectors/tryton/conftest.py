@@ -1,27 +1,15 @@
-"""Fixtures for the Tryton connector tests: one real trytond per test session."""
+"""Fixtures for the Tryton connector tests. tests/conftest.py starts the trytond."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
 import pytest
 
 from plantbus.connectors.tryton.client import TrytonClient
 from plantbus.sim import erp_setup
-from plantbus.sim.erp_setup import create_database
 from plantbus.sim.trytond_server import ADMIN_LOGIN, ADMIN_PASSWORD, TrytondServer
-
-
-@pytest.fixture(scope="session")
-def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytondServer]:
-    """Start trytond on a fresh copy of the demo database for the whole session."""
-    folder = tmp_path_factory.mktemp("tryton")
-    database = create_database(folder / "db", "plantbus_test")
-    server = TrytondServer(database, folder / "work")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ def _read_group(
                 events.append(
                     ship_notice_event(notice, ids, source=source, plant=plant)
                 )
-        elif tx.set_id != SHIP_NOTICE and tx.set_id.isdigit():
+        elif tx.set_id != SHIP_NOTICE and tx.set_id.isascii() and tx.set_id.isdigit():
             _not_supported(tx)
         for reason in tx.reasons:
             outcome.rejections.append(

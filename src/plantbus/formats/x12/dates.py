@@ -53,7 +53,7 @@ def read_moment(
     date, clock = segment.element(date_at), segment.element(time_at)
     if not date:
         return None
-    if len(date) == 6 and date.isdigit():
+    if len(date) == 6 and _digits(date):
         century = "20" if int(date[:2]) < 50 else "19"
         date = century + date
     match = re.fullmatch(r"([0-9]{4})([0-9]{2})([0-9]{2})", date)
@@ -91,3 +91,8 @@ def _zone(segment: Segment, zone_at: int | None, default_zone: tzinfo) -> tzinfo
         ELEMENT_INVALID_CODE,
         "DTM04 must be a time code such as 'UT', 'ET' or 'LT'",
     )
+
+
+def _digits(text: str) -> bool:
+    # str.isdigit() also accepts digits such as '²' that int() refuses.
+    return text.isascii() and text.isdigit()

@@ -233,7 +233,7 @@ def _check_iea(interchange: Interchange, iea: Segment) -> None:
             "interchange control numbers in header and trailer must be equal",
         )
     elif count != str(len(interchange.groups)) and not (
-        count.isdigit() and int(count) == len(interchange.groups)
+        _digits(count) and int(count) == len(interchange.groups)
     ):
         interchange.reject(
             TA1_GROUP_COUNT_MISMATCH,
@@ -291,7 +291,7 @@ def _check_ge(group: FunctionalGroup, ge: Segment) -> None:
             "control numbers in header and trailer must be equal"
         )
     declared = ge.element(1)
-    if not declared.isdigit() or int(declared) != len(group.sets):
+    if not _digits(declared) or int(declared) != len(group.sets):
         group.codes.append(AK9_SET_COUNT_MISMATCH)
         group.reasons.append(
             f"GE01 is {declared!r} but group {group.control!r} has "
@@ -339,10 +339,15 @@ def _read_set(group: FunctionalGroup, segments: list[Segment], start: int) -> in
             "control numbers in header and trailer must be equal"
         )
     declared = trailer.element(1)
-    if not declared.isdigit() or int(declared) != len(body):
+    if not _digits(declared) or int(declared) != len(body):
         tx.codes.append(AK5_SEGMENT_COUNT_MISMATCH)
         tx.reasons.append(
             f"SE01 is {declared!r} but transaction set {tx.control!r} has "
             f"{len(body)} segments from ST to SE"
         )
     return end + 1
+
+
+def _digits(text: str) -> bool:
+    # str.isdigit() also accepts digits such as '²' that int() refuses.
+    return text.isascii() and text.isdigit()
