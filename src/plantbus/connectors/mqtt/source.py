@@ -20,9 +20,12 @@ waiting for it in this session (read from the paho code, not tested).
 
 Messages are taken from the client in batches of up to `max_batch` and
 appended in one transaction, so one fsync covers many messages.
-Unacknowledged QoS 1 and 2 messages count against the broker's in-flight
-window (the Receive Maximum on MQTT 5), so at most that many wait in memory
-and the rest wait at the broker.
+NOTE: the broker should hold back QoS 1 and 2 messages beyond the in-flight
+window (the Receive Maximum on MQTT 5), but Mosquitto 2.0.11 was seen to send
+many more once the client acknowledges. Messages that arrive faster than
+they are appended then wait in the client's queue in memory; the source does
+not stop reading, because a broker drops messages for a client that falls
+behind.
 """
 
 from __future__ import annotations
