@@ -214,3 +214,17 @@ async def test_jetstream_log_read_after_idle_partition(log: EventLog) -> None:
 
     assert [r.offset for r in records] == [late.offset]
     assert len(await read_all(log)) == 51
+
+
+async def test_jetstream_log_trim_keeps_records_younger_than_limit(
+    log: EventLog,
+) -> None:
+    # nats-server 2.9 purges a whole stream when asked to purge below its
+    # first sequence, so a trim that finds nothing old must send no purge.
+    await log.append([make_event(f"WO-{i % 5}", i) for i in range(40)])
+
+    removed = await log.trim(max_age_seconds=7 * 24 * 3600)
+    bytes_removed = await log.trim(max_bytes=10**9)
+
+    assert removed == 0 and bytes_removed == 0
+    assert len(await read_all(log)) == 40

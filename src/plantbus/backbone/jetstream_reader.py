@@ -17,6 +17,7 @@ otherwise (after a seek, or when another partition joins the read).
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ def check_positions(values: Mapping[int, int], field: str, partitions: int) -> N
                 f"`{field}` gives partition {partition} the offset {offset!r}; "
                 "offsets are 0 or greater."
             )
+
+# Longest time one read keeps pulling once it holds records.
+_READ_BUDGET_SECONDS = 0.1
 
 
 class Reader:
@@ -159,14 +163,21 @@ class Reader:
         self, cursor: _Cursor, positions: Mapping[int, int], limit: int
     ) -> list[Record]:
         records: list[Record] = []
+        started = time.monotonic()
         while len(records) < limit:
-            messages = await cursor.scan.pull(limit - len(records))
-            if not messages:
-                break
+            wanted = limit - len(records)
+            messages = await cursor.scan.pull(wanted)
             for msg in messages:
                 record = self._record(msg)
                 if record.offset > positions.get(record.partition, record.offset):
                     records.append(record)
+            # Return what is in hand once the stream is caught up or the read
+            # has taken a while: a trickle of appends would otherwise keep one
+            # read pulling a message at a time while the pipeline waits.
+            if len(messages) < wanted or (
+                records and time.monotonic() - started > _READ_BUDGET_SECONDS
+            ):
+                break
 
         last = cursor.scan.last_seq
         self.last_seen = max(self.last_seen, last)

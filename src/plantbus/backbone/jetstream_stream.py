@@ -268,6 +268,10 @@ async def trim_by_age(
     # None: every record is older. Records appended after the stream_info
     # call have higher sequences and stay.
     keep_from = info.state.last_seq + 1 if first is None else first
+    if keep_from <= info.state.first_seq:
+        # Nothing is old enough. A purge is not sent at all: nats-server 2.9
+        # treats a purge up to the first sequence as a purge of everything.
+        return 0
     return await scans.purge_before(nc, stream, keep_from, timeout)
 
 
@@ -291,4 +295,6 @@ async def trim_by_bytes(nc: Client, stream: str, max_bytes: int, timeout: float)
             keep_from = seq
             break
         total -= size
+    if keep_from <= info.state.first_seq:
+        return 0
     return await scans.purge_before(nc, stream, keep_from, timeout)
