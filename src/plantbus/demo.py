@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from plantbus.config import load_hub
 from plantbus.connectors.tryton.client import TrytonClient
+from plantbus.demo_backends import DemoBackends, fresh_backends
 from plantbus.errors import PlantbusError
 from plantbus.events.envelope import Event, parse_time
 from plantbus.formats.b2mml.writer import MaterialLine, write_production_performance
@@ -42,6 +43,7 @@ from plantbus.sim.shift import (
     simulate_shift,
 )
 from plantbus.sim.trytond_server import TrytondServer, free_port
+from plantbus.state.store import DeadLetterFilter
 
 logger = logging.getLogger("plantbus.demo")
 
@@ -64,6 +66,8 @@ class DemoOptions:
     pace_seconds: float = 0.0
     b2mml_xsd: Path | None = None
     api_port: int = 0
+    # By default the embedded log and SQLite state of the hub file.
+    backends: DemoBackends = field(default_factory=DemoBackends)
 
 
 @dataclass
@@ -112,7 +116,12 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoReport:
         f"Tryton ERP serving database 'demo' on {server.url} (log: {server.log_path})"
     )
     try:
-        return await _run_with_erp(options, console, server, workdir, xsd, started)
+        async with fresh_backends(
+            options.backends, console, keep=options.keep_running
+        ) as backends:
+            return await _run_with_erp(
+                options, console, server, workdir, xsd, started, backends
+            )
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -124,6 +133,7 @@ async def _run_with_erp(
     workdir: Path,
     xsd: Path,
     started: float,
+    backends: DemoBackends,
 ) -> DemoReport:
     client = TrytonClient(server.url, server.database, "admin", ERP_PASSWORD)
     await client.start()
@@ -148,7 +158,7 @@ async def _run_with_erp(
             "PLANTBUS_B2MML_XSD": str(xsd),
             "PLANTBUS_API_PORT": str(api_port),
         }
-        config = load_hub(HUB_FILE, environ=environ)
+        config = backends.configure(load_hub(HUB_FILE, environ=environ))
         (workdir / "inbox").mkdir(parents=True, exist_ok=True)
         hub = await build_hub(config)
         hub_task = asyncio.create_task(hub.run())
@@ -171,6 +181,8 @@ async def _run_with_erp(
                 options,
             )
             report = await build_report(hub, client, shift, sent.rejected_http, started)
+            report.backends = backends.describe(str(config.hub.data_dir))
+            report.stream, report.database = backends.stream, backends.database
             print_report(report, console)
             if options.keep_running:
                 console.print(
@@ -314,6 +326,7 @@ async def _feed(
         url = f"http://127.0.0.1:{api_port}/v1/events"
         loop = asyncio.get_running_loop()
         started = loop.time()
+        operator: asyncio.Task[None] | None = None
         async with aiohttp.ClientSession() as http:
             batch: list[Event] = []
             for index, (moment, item) in enumerate(timeline):
@@ -326,6 +339,7 @@ async def _feed(
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 if index == len(timeline) // 2:
                     await _send_bad_inputs(http, url, shift, inbox, sent)
+                    operator = asyncio.create_task(_operator(hub, console))
                 if isinstance(item, Event):
                     batch.append(item)
                     continue
@@ -351,6 +365,8 @@ async def _feed(
             )
         delivered = await _erp_deliveries(hub)
         progress.update(posting, completed=delivered, total=delivered)
+    if operator is not None:
+        await operator
     return sent
 
 
@@ -376,6 +392,45 @@ async def _send_bad_inputs(
         "broken-export.xml",
         b"<ProductionPerformance><ID>42</Oops></ProductionPerformance>",
     )
+
+
+async def _operator(hub: Hub, console: Console, timeout: float = 60.0) -> None:
+    """Act as plant support: discard the delivery dead letter of the unknown item.
+
+    Its work order's later events wait behind it (key parking); once it is
+    discarded, the pipeline releases them in log order.
+    """
+    from plantbus.admin import AdminService
+
+    admin = AdminService(hub.state, hub.config)
+    deadline = time.monotonic() + timeout
+    try:
+        await _discard_unknown_item(admin, hub, console, deadline)
+    except PlantbusError as exc:
+        # The hub stopped under the operator; the demo reports that failure.
+        console.print(f"[yellow]Support could not act: {exc}[/yellow]")
+
+
+async def _discard_unknown_item(
+    admin: Any, hub: Hub, console: Console, deadline: float
+) -> None:
+    while time.monotonic() < deadline:
+        letters = await hub.state.dead_letters(
+            DeadLetterFilter(sink="erp", error_contains="C-999")
+        )
+        if letters:
+            result = await admin.discard(
+                DeadLetterFilter(ids=[letter.id for letter in letters if letter.id]),
+                actor="demo-operator",
+                reason="item C-999 does not exist; the consumption is booked by hand",
+            )
+            console.print(
+                f"Support discarded dead letter(s) {result.done}: item C-999 does "
+                f"not exist. The order's later events, held back meanwhile, now "
+                f"follow in order."
+            )
+            return
+        await asyncio.sleep(0.5)
 
 
 async def _post_batch(
@@ -459,5 +514,7 @@ async def _caught_up(hub: Hub, inbox: Path) -> bool:
         return False
     for pipeline in hub.pipelines:
         if await hub.log.lag(pipeline.group) > 0:
+            return False
+        if await hub.state.parked_keys(pipeline.name):
             return False
     return True

@@ -33,11 +33,18 @@ class DemoReport:
     events_by_type: dict[str, int] = field(default_factory=dict)
     rejected_at_ingest: list[str] = field(default_factory=list)
     dead_letters: list[tuple[str, str, str]] = field(default_factory=list)
+    # Events held back behind a dead letter of their key, then released.
+    released_after_parking: int = 0
     erp_deliveries: int = 0
     latency_p50: float | None = None
     latency_p95: float | None = None
     seconds: float = 0.0
     differences: list[str] = field(default_factory=list)
+    # One line naming the hub's log and state store, and the run's stream and
+    # database (None with the embedded log or with SQLite state).
+    backends: str = ""
+    stream: str | None = None
+    database: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -65,6 +72,9 @@ async def build_report(
     report.events_by_type = dict(sorted(counts.items()))
 
     for letter in await hub.state.dead_letters(DeadLetterFilter(status=None)):
+        if letter.stage == "parked" and letter.details.get("status") == "redriven":
+            report.released_after_parking += 1
+            continue
         report.dead_letters.append(
             (
                 letter.stage,
@@ -187,6 +197,8 @@ def print_report(report: DemoReport, console: Console) -> None:
     console.print(items)
 
     console.rule("Hub")
+    if report.backends:
+        console.print(report.backends, markup=False, highlight=False)
     types = Table("event type", "events in the log", title="Events per type")
     for event_type, count in report.events_by_type.items():
         types.add_row(event_type, str(count))
@@ -201,6 +213,11 @@ def print_report(report: DemoReport, console: Console) -> None:
         console.print("Rejected at ingest (the sender was told at once):")
         for line in report.rejected_at_ingest:
             console.print(f"  {line}")
+    if report.released_after_parking:
+        console.print(
+            f"{report.released_after_parking} events waited behind a dead letter "
+            f"of their work order and were delivered in order once it was resolved."
+        )
     letters = Table("stage", "event or file", "reason", title="Dead letters")
     for stage, subject, reason in report.dead_letters:
         letters.add_row(stage, str(subject), reason)
