@@ -47,7 +47,21 @@ class Violation:
         """Return the violation as one readable clause."""
         if self.value is None and "required" in self.rule:
             return f"field `{self.path}` is missing: {self.rule}"
-        return f"field `{self.path}` is {self.value!r}: {self.rule}"
+        return f"field `{self.path}` is {_shorten(self.value)}: {self.rule}"
+
+
+# Characters of a value's repr that a message quotes, at most; the violation
+# itself keeps the whole value.
+_QUOTED_MAX = 200
+
+
+def _shorten(value: Any) -> str:
+    """Return the repr of `value`, cut in the middle when it is very long."""
+    text = repr(value)
+    if len(text) <= _QUOTED_MAX:
+        return text
+    half = _QUOTED_MAX // 2
+    return f"{text[:half]}…{text[-half:]} ({len(text)} characters)"
 
 
 class EventError(PlantbusError):

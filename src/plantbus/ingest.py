@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from plantbus.backbone.log import Appended, EventLog
-from plantbus.errors import BatchRejected, EventError
+from plantbus.errors import BackboneError, BatchRejected, EventError, Violation
 from plantbus.events.catalogue import Catalogue
 from plantbus.events.envelope import Event
 from plantbus.observability.metrics import EVENTS_INGESTED
@@ -44,7 +44,16 @@ class Ingestor:
                 raise errors[0][1]
             raise BatchRejected(errors)
 
-        appended = await self.log.append(events)
+        try:
+            appended = await self.log.append(events)
+        except BackboneError as exc:
+            # The log raises from TypeError for data it cannot serialise, such
+            # as JSON nested deeper than orjson writes: a fault of the events,
+            # which must not look like a failure of the log.
+            if not isinstance(exc.__cause__, TypeError):
+                raise
+            _reject_unserialisable(events)
+            raise
         counts = Counter(
             event.type
             for event, result in zip(events, appended, strict=True)
@@ -53,6 +62,26 @@ class Ingestor:
         for event_type, count in counts.items():
             EVENTS_INGESTED.labels(event_type).inc(count)
         return appended
+
+
+def _reject_unserialisable(events: Sequence[Event]) -> None:
+    """Raise EventError or BatchRejected for the events that are not JSON."""
+    errors: list[tuple[int, EventError]] = []
+    for index, event in enumerate(events):
+        try:
+            event.to_json()
+        except TypeError as exc:
+            rule = (
+                "the event cannot be written as JSON: its data nests too deep "
+                "(orjson writes at most 254 levels, the envelope included) or "
+                "holds a value that is not JSON"
+            )
+            violation = Violation("data", str(exc), rule)
+            errors.append((index, EventError(event.id, [violation])))
+    if len(errors) == 1 and len(events) == 1:
+        raise errors[0][1]
+    if errors:
+        raise BatchRejected(errors)
 
 
 class BacklogGate:

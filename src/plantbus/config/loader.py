@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from plantbus.config.connector_checks import check_connectors
 from plantbus.config.model import (
     STEP_KINDS,
     DeliverStep,
@@ -134,8 +135,15 @@ def _yaml_location(loc: tuple[Any, ...]) -> Location:
         is_tag = part in _UNION_TAGS and (part not in STEP_KINDS or following == part)
         if in_union and is_tag:
             continue
+        # Plain unions such as `str | dict` name the member type, as in
+        # `body.dict[str,any]`; that is no key of the hub file.
+        if isinstance(part, str) and _TYPE_LABEL.fullmatch(part):
+            continue
         kept.append(part)
     return tuple(kept)
+
+
+_TYPE_LABEL = re.compile(r"str|int|float|bool|(dict|list)\[.*\]")
 
 
 # Names that pydantic puts into error locations for the members of tagged unions.
@@ -263,6 +271,7 @@ def _check_references(
                 "the last step of a pipeline must be `deliver`",
             )
 
+    check_connectors(config, problem)
     if problems:
         raise ConfigError("The hub file is invalid:\n  " + "\n  ".join(problems))
 
@@ -307,6 +316,8 @@ def _resolve_paths(config: HubConfig) -> None:
             source.path = (base / source.path).resolve()
             if source.schema_dir is not None:
                 source.schema_dir = (base / source.schema_dir).resolve()
+            if source.outbox is not None:
+                source.outbox = (base / source.outbox).resolve()
     for sink in config.sinks:
         if hasattr(sink, "path"):
             sink.path = (base / sink.path).resolve()

@@ -6,7 +6,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from plantbus.formats.flatfile.layout import FlatFileLayout
 
@@ -133,8 +141,14 @@ class FolderSourceConfig(Strict):
                 f"format {self.format} needs `outbox`, the folder for the "
                 "acknowledgements sent back to the supplier"
             )
-        _check_time_zone(self.timezone)
         return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_time_zone(cls, timezone: str) -> str:
+        # A field validator, so that the error names the `timezone` key.
+        _check_time_zone(timezone)
+        return timezone
 
 
 def _check_time_zone(name: str) -> None:

@@ -167,6 +167,23 @@ class Deliverer:
                     exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
                 )
                 wait = backoff_seconds(policy, len(attempts), retry_after)
+                age = attempts[-1].at - attempts[0].at
+                if (
+                    policy.max_age_seconds is not None
+                    and age + wait >= policy.max_age_seconds
+                    and retry_after is not None
+                ):
+                    # A target may ask for any wait in Retry-After; one that
+                    # ends past the age limit would only hold the key back.
+                    return await self._dead_letter(
+                        sink_name,
+                        item,
+                        record,
+                        attempts,
+                        f"gave up: the target asks to wait {retry_after:.0f} s, "
+                        f"past `max_age_seconds` {policy.max_age_seconds:g}: "
+                        f"{message}",
+                    )
                 DELIVERIES.labels(self.pipeline, sink_name, "retried").inc()
                 logger.warning(
                     "delivery failed, retrying in %.2fs (attempt %d of %d): %s",

@@ -35,14 +35,7 @@ class Subscription:
     @classmethod
     def compile(cls, config: MqttSubscriptionConfig, source: str) -> Subscription:
         """Check the topic filter and compile the JSONata expressions."""
-        try:
-            wildcard = aiomqtt.Wildcard(config.filter)
-        except ValueError as exc:
-            raise ConfigError(
-                f"MQTT source {source!r} subscription filter {config.filter!r} is "
-                f"invalid: {exc}. Use '+' for one topic level and '#' as the last "
-                f"level only."
-            ) from exc
+        wildcard = check_filter(config.filter, source)
         key = compile_expression(config.key) if config.key else None
         data = compile_expression(config.data) if config.data else None
         return cls(config, wildcard, key, data)
@@ -50,6 +43,31 @@ class Subscription:
     def matches(self, topic: aiomqtt.Topic) -> bool:
         """Return True when the message's topic matches this filter."""
         return topic.matches(self.wildcard)
+
+
+def check_filter(text: str, source: str) -> aiomqtt.Wildcard:
+    """Return the topic filter as a wildcard; raise ConfigError when it is invalid."""
+    # MQTT 5 section 4.7.3: a filter is UTF-8 without U+0000, at most 65535
+    # bytes. Mosquitto drops the connection on a SUBSCRIBE that breaks this,
+    # so the source would reconnect forever.
+    rule = None
+    if "\x00" in text:
+        rule = "it contains the character U+0000, which MQTT does not allow"
+    elif len(text.encode("utf-8", "surrogatepass")) > 65535:
+        rule = "it is longer than the 65535 bytes that MQTT allows"
+    if rule is not None:
+        raise ConfigError(
+            f"MQTT source {source!r} subscription filter {text[:80]!r} is "
+            f"invalid: {rule}. Correct the `filter`."
+        )
+    try:
+        return aiomqtt.Wildcard(text)
+    except ValueError:
+        raise ConfigError(
+            f"MQTT source {source!r} subscription filter {text[:80]!r} is "
+            f"invalid: a wildcard must fill a whole topic level. Use '+' for one "
+            f"topic level and '#' as the last level only."
+        ) from None
 
 
 def properties_of(message: aiomqtt.Message) -> dict[str, Any]:

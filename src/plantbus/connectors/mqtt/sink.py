@@ -54,7 +54,7 @@ class MqttSink(Sink):
         self.qos = qos
         self.retain = retain
         self.payload = payload
-        self._fields = _template_fields(name, topic)
+        self._fields = topic_fields(name, topic)
         self._tls = tls_context(broker) if broker.tls is not None else None
         self._client: aiomqtt.Client | None = None
         self._connecting = asyncio.Lock()
@@ -195,7 +195,8 @@ class MqttSink(Sink):
         }
 
 
-def _template_fields(sink: str, topic: str) -> list[str]:
+def topic_fields(sink: str, topic: str) -> list[str]:
+    """Return the placeholders of a topic template; raise ConfigError when invalid."""
     fields = []
     try:
         parsed = list(string.Formatter().parse(topic))
@@ -215,6 +216,12 @@ def _template_fields(sink: str, topic: str) -> list[str]:
                 + "."
             )
         fields.append(field)
+    if "\x00" in topic:
+        # MQTT 5 section 4.7.3 forbids U+0000 in topic names.
+        raise ConfigError(
+            f"MQTT sink {sink!r} option `topic` is {topic!r}: it contains the "
+            f"character U+0000, which MQTT does not allow in topics."
+        )
     if "+" in topic or "#" in topic:
         raise ConfigError(
             f"MQTT sink {sink!r} option `topic` is {topic!r}: a topic to publish "

@@ -56,6 +56,9 @@ logger = logging.getLogger("plantbus.connectors.rest")
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 # Maximum length of the response body excerpt that an error message quotes.
 _EXCERPT = 500
+# Bytes of a response body that the sink reads, at most. NOTE: a JSON body
+# longer than this cannot be parsed, so its reference is the Location header.
+_MAX_BODY = 1024 * 1024
 
 
 class Template:
@@ -90,6 +93,17 @@ class Template:
                     event_id=event.get("id"),
                 )
             text = _scalar_text(value)
+            if not self.url and any(char in text for char in "\r\n\x00"):
+                # aiohttp rejects such a header only when it sends it, and
+                # the error would look like a retryable network failure.
+                raise MappingError(
+                    f"Placeholder {{{part.source}}} of header {self.text!r} "
+                    f"produced {text[:80]!r} for event {event.get('id')!r}, which "
+                    "contains a line break or NUL that no HTTP header may "
+                    "contain. Correct the event or the header template.",
+                    expression=part.source,
+                    event_id=event.get("id"),
+                )
             pieces.append(quote(text, safe="") if self.url else text)
         return "".join(pieces)
 
@@ -262,11 +276,18 @@ class RestSink(Sink):
         if self.credentials is not None:
             await self.credentials.apply(session, headers, params)
         try:
+            # Redirects are not followed: aiohttp turns a redirected POST into
+            # a GET, whose 200 would count as a delivery that never happened.
             async with session.request(
-                self.method, url, headers=headers, params=params or None, data=body
+                self.method,
+                url,
+                headers=headers,
+                params=params or None,
+                data=body,
+                allow_redirects=False,
             ) as response:
                 return Response(
-                    response.status, response.headers, await response.read()
+                    response.status, response.headers, await _read_head(response)
                 )
         except TimeoutError as exc:
             raise RetryableDeliveryError(
@@ -307,6 +328,13 @@ class RestSink(Sink):
             raise RetryableDeliveryError(
                 f"{where}: {problem}. The delivery will be retried."
             )
+        if 300 <= status < 400:
+            location = response.headers.get("Location")
+            raise PermanentDeliveryError(
+                f"{where}, a redirect to {location!r}, which plantbus does not "
+                f"follow. Set `url` of sink {self.name!r} to the address the "
+                "target names, then redrive the dead letter."
+            )
         if status in (401, 403):
             raise PermanentDeliveryError(
                 f"{where}: {problem}. Check the credentials in the `auth` section "
@@ -327,6 +355,17 @@ class RestSink(Sink):
             if isinstance(value, (str, int)) and not isinstance(value, bool):
                 return str(value)
         return response.headers.get("Location")
+
+
+async def _read_head(response: aiohttp.ClientResponse) -> bytes:
+    """Return the first `_MAX_BODY` bytes of a response body; drop the rest."""
+    body = bytearray()
+    while len(body) < _MAX_BODY:
+        chunk = await response.content.read(_MAX_BODY - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -270,6 +270,15 @@ def _split_messages(interchange: EdifactInterchange, segments: list[Segment]) ->
             current = None
     if current is not None:
         interchange.messages.append(_message(current))
+    if trailer is not None and trailer.position < segments[-1].position:
+        # A file holds one interchange; a second one after UNZ would
+        # otherwise be dropped without a word to the sender.
+        after = segments[trailer.position + 1]
+        interchange.notes.append(
+            Note(after.tag, after.position, INVALID_VALUE,
+                 "a segment follows the UNZ trailer; send one interchange per file")
+        )  # fmt: skip
+        return
     _check_trailer(interchange, trailer)
 
 
@@ -293,7 +302,7 @@ def _message(segments: list[Segment]) -> Message:
                  f"{message.reference!r}", 2, 1, trailer.component(2))
         )  # fmt: skip
     count = trailer.component(1)
-    if not count.isdigit() or int(count) != len(body):
+    if not _digits(count) or int(count) != len(body):
         message.notes.append(
             Note("UNT", trailer.position, COUNT_DOES_NOT_MATCH,
                  f"UNT counts {count!r} segments but the message has "
@@ -353,9 +362,14 @@ def _check_trailer(interchange: EdifactInterchange, trailer: Segment | None) -> 
         )  # fmt: skip
         return
     count = trailer.component(1)
-    if not count.isdigit() or int(count) != len(interchange.messages):
+    if not _digits(count) or int(count) != len(interchange.messages):
         interchange.notes.append(
             Note("UNZ", trailer.position, COUNT_DOES_NOT_MATCH,
                  f"UNZ counts {count!r} messages but the interchange has "
                  f"{len(interchange.messages)}", 1, 1, count)
         )  # fmt: skip
+
+
+def _digits(text: str) -> bool:
+    # str.isdigit() also accepts digits such as '²' that int() refuses.
+    return text.isascii() and text.isdigit()

@@ -74,3 +74,12 @@ def split_lines(
 def has_undecodable(text: str) -> bool:
     """Return True when `text` contains a byte that its encoding could not decode."""
     return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def escape_undecodable(text: str) -> str:
+    """Return `text` with each byte that its encoding could not decode as `\\xNN`."""
+    # Lone surrogates cannot be stored as UTF-8, as dead letter details are.
+    return "".join(
+        f"\\x{ord(char) - 0xDC00:02x}" if "\udc80" <= char <= "\udcff" else char
+        for char in text
+    )

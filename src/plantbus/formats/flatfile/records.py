@@ -10,7 +10,7 @@ from plantbus.errors import SchemaError
 from plantbus.events.catalogue import Catalogue
 from plantbus.events.envelope import Event, utc_now
 from plantbus.formats.flatfile.layout import ColumnRef, FieldSpec, FlatFileLayout
-from plantbus.formats.flatfile.lines import has_undecodable
+from plantbus.formats.flatfile.lines import escape_undecodable, has_undecodable
 from plantbus.formats.flatfile.values import (
     CellError,
     to_date,
@@ -139,7 +139,7 @@ class RowMapper:
         if has_undecodable(text):
             raise _CellProblem(
                 _label(ref),
-                text,
+                escape_undecodable(text),
                 f"holds bytes that are not valid {self.layout.encoding}; check "
                 f"the layout's `encoding`",
             )
