@@ -172,7 +172,7 @@ def demo(
 
     # The demo's own output is its progress and report; the hub's log lines
     # only show up when asked for, or when something goes wrong.
-    _configure_logging(logging.DEBUG if verbose else logging.WARNING)
+    _configure_logging(logging.DEBUG if verbose else logging.ERROR)
     options = DemoOptions(
         orders_per_plant=orders_per_plant,
         workdir=workdir,
@@ -276,6 +276,14 @@ def sim_serve(
         system,
         rate_limit=RateLimit(rate_per_second=rate),
         token_lifetime_seconds=token_lifetime,
+    )
+    auth = server.auth
+    console.print(
+        f"Reference {system} on http://{host}:{port}: OAuth2 client "
+        f"{auth.client_id!r} with secret {auth.client_secret!r} at /oauth/token, "
+        f"or header {auth.api_key_header}: {sorted(auth.api_keys)[0]}. These "
+        f"are test credentials; the OpenAPI document is at /openapi.json.",
+        markup=False,
     )
     server.run(host, port)
 

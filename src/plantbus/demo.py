@@ -419,15 +419,21 @@ async def _discard_unknown_item(
             DeadLetterFilter(sink="erp", error_contains="C-999")
         )
         if letters:
+            # Give the key time to gather the events that wait behind it.
+            await asyncio.sleep(2.0)
+            held = await hub.state.dead_letters(
+                DeadLetterFilter(status="parked", pipeline=letters[0].pipeline)
+            )
             result = await admin.discard(
                 DeadLetterFilter(ids=[letter.id for letter in letters if letter.id]),
                 actor="demo-operator",
                 reason="item C-999 does not exist; the consumption is booked by hand",
             )
             console.print(
-                f"Support discarded dead letter(s) {result.done}: item C-999 does "
-                f"not exist. The order's later events, held back meanwhile, now "
-                f"follow in order."
+                f"Plant support (played by the demo) discarded dead letter(s) "
+                f"{result.done}: item C-999 does not exist. {len(held)} later "
+                f"events of the same work order waited behind it and now go to "
+                f"the ERP in order."
             )
             return
         await asyncio.sleep(0.5)

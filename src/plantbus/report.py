@@ -33,6 +33,8 @@ class DemoReport:
     events_by_type: dict[str, int] = field(default_factory=dict)
     rejected_at_ingest: list[str] = field(default_factory=list)
     dead_letters: list[tuple[str, str, str]] = field(default_factory=list)
+    # Status of each dead letter above: open, discarded, ...
+    dead_letter_statuses: list[str] = field(default_factory=list)
     # Events held back behind a dead letter of their key, then released.
     released_after_parking: int = 0
     erp_deliveries: int = 0
@@ -82,6 +84,7 @@ async def build_report(
                 letter.error,
             )
         )
+        report.dead_letter_statuses.append(str(letter.details.get("status", "")))
 
     deliveries = await hub.state.deliveries(sink="erp")
     report.erp_deliveries = len(deliveries)
@@ -218,9 +221,14 @@ def print_report(report: DemoReport, console: Console) -> None:
             f"{report.released_after_parking} events waited behind a dead letter "
             f"of their work order and were delivered in order once it was resolved."
         )
-    letters = Table("stage", "event or file", "reason", title="Dead letters")
-    for stage, subject, reason in report.dead_letters:
-        letters.add_row(stage, str(subject), reason)
+    letters = Table(
+        "stage", "status", "event or file", "reason", title="Dead letters"
+    )
+    statuses = report.dead_letter_statuses or [""] * len(report.dead_letters)
+    for (stage, subject, reason), status in zip(
+        report.dead_letters, statuses, strict=True
+    ):
+        letters.add_row(stage, status, str(subject), reason)
     console.print(letters)
 
     if report.differences:

@@ -194,3 +194,16 @@ sinks:
 
     assert f"{path}:4: key `sinks[0].retry`" in message
     assert "not a valid regular expression" in message
+
+
+def test_loader_rejects_missing_b2mml_schema_folder(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+sources:
+  - {name: mes, kind: folder, path: inbox, format: b2mml, schema_dir: no-xsd}
+""",
+    )
+    message = error_of(path)
+    assert "`sources[0].schema_dir`" in message
+    assert f"{str((tmp_path / 'no-xsd').resolve())!r} is not a folder" in message

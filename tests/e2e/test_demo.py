@@ -64,7 +64,7 @@ async def test_demo_books_what_the_shop_floor_sent(
     assert "Tryton booked exactly what the shop floor reported." in output.getvalue()
     # Support discarded the dead letter; the events its work order held back
     # meanwhile were then delivered, which the matching totals above confirm.
-    assert "Support discarded dead letter(s)" in output.getvalue()
+    assert "Plant support (played by the demo) discarded" in output.getvalue()
     # The run used the chosen backends, each of its own, and removed them.
     if backbone == "jetstream":
         assert report.stream is not None

@@ -57,6 +57,7 @@ def check_connectors(config: HubConfig, problem: Problem) -> None:
         elif isinstance(source, MtconnectSourceConfig):
             _check_mtconnect_source(source, config.base_dir, where, problem)
         elif isinstance(source, FolderSourceConfig):
+            _check_schema_dir(source, config.base_dir, where, problem)
             _check_flat_layout(source, where, problem)
 
 
@@ -243,6 +244,20 @@ def _check_mtconnect_source(
         (*where, "devices_file"),
         lambda: select_device(read_devices(path), source.device, path),
     )
+
+
+def _check_schema_dir(
+    source: FolderSourceConfig, base_dir: Path, where: Location, problem: Problem
+) -> None:
+    if source.format != "b2mml" or source.schema_dir is None:
+        return
+    folder = (base_dir / source.schema_dir).resolve()
+    if not folder.is_dir():
+        problem(
+            (*where, "schema_dir"),
+            f"{str(folder)!r} is not a folder: give the folder of the official "
+            "B2MML XSDs, with one subfolder per version such as V0600",
+        )
 
 
 def _check_flat_layout(

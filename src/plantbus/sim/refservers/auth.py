@@ -109,7 +109,12 @@ class ClientAuth:
             {
                 "access_token": access_token,
                 "token_type": "Bearer",
-                "expires_in": self.token_lifetime_seconds,
+                # Whole seconds as RFC 6749 has them; tests use fractions.
+                "expires_in": (
+                    int(lifetime)
+                    if (lifetime := self.token_lifetime_seconds).is_integer()
+                    else lifetime
+                ),
                 "scope": form.get("scope", ""),
             },
             headers={"Cache-Control": "no-store"},

@@ -82,7 +82,16 @@ class RefServer:
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
-        self.app = FastAPI(title=title, version="1.0.0", description=__doc__)
+        self.app = FastAPI(
+            title=title,
+            version="1.0.0",
+            description=(
+                f"{title}, a stand-in for testing integrations. Authenticate "
+                "with a bearer token from POST /oauth/token (client "
+                "credentials) or an API key header; switch faults with "
+                "PUT /_admin/faults."
+            ),
+        )
         self._install_handlers()
         self.app.add_api_route(
             TOKEN_PATH, self.auth.token, methods=["POST"], tags=["auth"]
