@@ -141,7 +141,7 @@ def _sample_payload() -> Any:
     return payload
 
 
-def test_sparkplug_payload_dict_validates_against_tahu_json_schema(tahu: Path) -> None:
+def test_sparkplug_payload_dict_matches_tahu_schema(tahu: Path) -> None:
     schema = orjson.loads((tahu / "sparkplug_b.json").read_bytes())
     decoded = decode_payload(_sample_payload().SerializeToString(), "t")
     document = payload_to_dict(decoded)
@@ -218,6 +218,7 @@ def test_sparkplug_topic_parts() -> None:
         "Edge1",
     )
     assert device.device == "Press7"
-    assert state is not None and state.host == "scada"
+    assert state is not None
+    assert state.host == "scada"
     assert parse_topic("spBv1.0/Plant1/NDATA") is None
     assert parse_topic("plant1/line/telemetry") is None

@@ -7,6 +7,7 @@ source cannot handle never blocks the ones behind it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import uuid
@@ -47,8 +48,6 @@ async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
 
 @contextlib.asynccontextmanager
 async def running(source: MqttSource, recorder: Recorder) -> AsyncIterator[None]:
-    import asyncio
-
     stop = asyncio.Event()
     task = asyncio.create_task(source.run(recorder.ingest, recorder.reject, stop))
     try:
@@ -201,7 +200,7 @@ def telemetry(machine: str, value: bytes) -> bytes:
     return event.replace(b'"V"', value)
 
 
-async def test_mqtt_hostile_deeply_nested_value_becomes_dead_letter(
+async def test_mqtt_hostile_deep_nesting_dead_letter(
     broker: PrivateBroker, recorder: Recorder
 ) -> None:
     """A metric value may be any JSON, but the log stores at most 254 levels."""

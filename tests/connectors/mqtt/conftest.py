@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from mqtt_brokers import MOSQUITTO, Recorder, RunSource, port_answers
+from mqtt_brokers import MOSQUITTO, Recorder, RunSource, port_accepts_connections
 
 from plantbus.backbone.sqlite import SqliteLog
 from plantbus.connectors.mqtt.source import MqttSource
@@ -18,16 +18,16 @@ from plantbus.connectors.mqtt.source import MqttSource
 @pytest.fixture(scope="session")
 def main_broker() -> int:
     """Return the port of the machine's Mosquitto, starting it when it is down."""
-    if not port_answers(1883):
+    if not port_accepts_connections(1883):
         subprocess.run(
             [MOSQUITTO, "-d", "-c", "/etc/mosquitto/mosquitto.conf"], check=True
         )
         for _ in range(100):
-            if port_answers(1883):
+            if port_accepts_connections(1883):
                 break
             subprocess.run(["sleep", "0.05"], check=True)
-    if not port_answers(1883):
-        pytest.fail("Mosquitto does not answer on 127.0.0.1:1883.")
+    if not port_accepts_connections(1883):
+        pytest.fail("Mosquitto accepts no connections on 127.0.0.1:1883.")
     return 1883
 
 

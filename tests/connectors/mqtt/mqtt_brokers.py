@@ -30,7 +30,7 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CATALOGUE = Catalogue.load()
 
 
-def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+def port_accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
     """Return True when something accepts TCP connections on the port."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
         return True
@@ -77,7 +77,7 @@ class PrivateBroker:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while not port_answers(self.port):
+        while not port_accepts_connections(self.port):
             if self.process.poll() is not None:
                 log = (self.folder / "mosquitto.log").read_text(errors="replace")
                 raise RuntimeError(f"mosquitto exited at start:\n{log}")

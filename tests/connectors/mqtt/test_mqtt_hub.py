@@ -81,7 +81,7 @@ async def test_mqtt_hub_forwards_from_source_to_sink(
     assert orjson.loads(message.payload) == down
 
 
-def test_mqtt_hub_file_rejects_json_subscription_without_type(tmp_path: Path) -> None:
+def test_mqtt_hub_json_subscription_needs_type(tmp_path: Path) -> None:
     path = tmp_path / "hub.yaml"
     path.write_text(
         "sources:\n"

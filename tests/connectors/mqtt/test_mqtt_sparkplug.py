@@ -12,7 +12,9 @@ from mqtt_brokers import Recorder, RunSource, broker_settings, publish
 
 from plantbus.config.model import MqttSubscriptionConfig
 from plantbus.connectors.mqtt.source import MqttSource
+from plantbus.connectors.mqtt.sparkplug import SparkplugHandler
 from plantbus.formats.sparkplug.payload import DATA_TYPES, Payload, decode_payload
+from plantbus.formats.sparkplug.state import SparkplugState
 
 TELEMETRY = "maintenance.machine.telemetry.v1"
 DOWN = "maintenance.machine.down.v1"
@@ -173,6 +175,47 @@ async def test_sparkplug_seq_gap_requests_rebirth(
     ]
     # The data after the gap is still ingested.
     assert recorder.events[2].data["metrics"][0]["value"] == "22"
+
+
+def _handler(group: str, interval: float) -> SparkplugHandler:
+    config = MqttSubscriptionConfig.model_validate(
+        {
+            "filter": f"spBv1.0/{group}/#",
+            "format": "sparkplug",
+            "rebirth_interval_seconds": interval,
+        }
+    )
+    return SparkplugHandler(config, "sparkplug", SparkplugState())
+
+
+def test_sparkplug_rebirth_once_per_interval(group: str) -> None:
+    base = f"spBv1.0/{group}"
+    handler = _handler(group, interval=3600)
+    handler.handle(f"{base}/NBIRTH/Edge1", _node_birth())
+
+    first = handler.handle(f"{base}/NDATA/Edge1", _payload(5, [_double(None, 1, 1.0)]))
+    second = handler.handle(f"{base}/NDATA/Edge1", _payload(9, [_double(None, 1, 2.0)]))
+    # The limit is per edge node, so another node still gets its request.
+    other = handler.handle(f"{base}/NDATA/Edge2", _payload(3, [_double(None, 1, 3.0)]))
+
+    assert first.rebirth is not None
+    assert first.rebirth[0] == f"{base}/NCMD/Edge1"
+    assert second.rebirth is None
+    assert second.events
+    assert other.rebirth is not None
+    assert other.rebirth[0] == f"{base}/NCMD/Edge2"
+
+
+def test_sparkplug_rebirth_zero_interval_repeats(group: str) -> None:
+    base = f"spBv1.0/{group}"
+    handler = _handler(group, interval=0)
+    handler.handle(f"{base}/NBIRTH/Edge1", _node_birth())
+
+    first = handler.handle(f"{base}/NDATA/Edge1", _payload(5, [_double(None, 1, 1.0)]))
+    second = handler.handle(f"{base}/NDATA/Edge1", _payload(9, [_double(None, 1, 2.0)]))
+
+    assert first.rebirth is not None
+    assert second.rebirth is not None
 
 
 async def test_sparkplug_unknown_alias_is_dead_letter(

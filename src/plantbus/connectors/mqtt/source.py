@@ -23,7 +23,7 @@ appended in one transaction, so one fsync covers many messages.
 NOTE: the broker should hold back QoS 1 and 2 messages beyond the in-flight
 window (the Receive Maximum on MQTT 5), but Mosquitto 2.0.11 was seen to send
 many more once the client acknowledges. Messages that arrive faster than
-they are appended then wait in the client's queue in memory; the source does
+they are appended then wait in the client's queue in memory. The source does
 not stop reading, because a broker drops messages for a client that falls
 behind.
 """
@@ -213,12 +213,13 @@ class MqttSource(Source):
             if message.qos > 0:
                 client._client.ack(message.mid, message.qos)
 
+    def _subscription_for(self, topic: aiomqtt.Topic) -> Subscription | None:
+        return next((s for s in self.subscriptions if s.matches(topic)), None)
+
     async def _convert(
         self, message: aiomqtt.Message, client: aiomqtt.Client
     ) -> list[Event]:
-        subscription = next(
-            (s for s in self.subscriptions if s.matches(message.topic)), None
-        )
+        subscription = self._subscription_for(message.topic)
         if subscription is None:
             raise _Rejected(
                 f"No subscription of MQTT source {self.name!r} matches topic "
@@ -255,7 +256,7 @@ class MqttSource(Source):
             await client.publish(topic, payload, qos=0)
         except aiomqtt.MqttError as exc:
             logger.warning(
-                "MQTT source %r could not publish the rebirth request to %r: %s",
+                "MQTT source %r failed to publish the rebirth request to %r: %s",
                 self.name,
                 topic,
                 exc,
@@ -295,9 +296,7 @@ class MqttSource(Source):
     def _letter(
         self, message: aiomqtt.Message, error: str, problems: list[dict[str, Any]]
     ) -> DeadLetter:
-        subscription = next(
-            (s for s in self.subscriptions if s.matches(message.topic)), None
-        )
+        subscription = self._subscription_for(message.topic)
         fmt = subscription.config.format if subscription else "json"
         return dead_letter(message, self.name, error, problems, _CONTENT_TYPES[fmt])
 

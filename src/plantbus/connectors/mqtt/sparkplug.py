@@ -8,7 +8,7 @@ up events when its value changes. Node messages belong to the machine named
 by `node_machine_id` and device messages to `device_machine_id`.
 
 A sequence gap, or a data message whose aliases no birth has defined, makes
-the handler ask the edge node for a rebirth with an NCMD. A data message with
+the handler request a rebirth from the edge node with an NCMD. A data message with
 an unknown alias cannot name its metrics and is rejected whole.
 """
 
@@ -118,9 +118,11 @@ class SparkplugHandler:
                 outcome.events.append(self._up(parts, payload, topic))
         elif not node.online:
             node.advance(int(payload.seq))
-            self._ask_rebirth(node, parts, outcome, "no current NBIRTH")
+            self._request_rebirth(node, parts, outcome, "no current NBIRTH")
         elif not node.advance(int(payload.seq)):
-            self._ask_rebirth(node, parts, outcome, f"seq {payload.seq} out of order")
+            self._request_rebirth(
+                node, parts, outcome, f"seq {payload.seq} out of order"
+            )
 
         if parts.device is not None:
             device = node.devices.setdefault(parts.device, DeviceState())
@@ -180,7 +182,7 @@ class SparkplugHandler:
             )
             metrics.append(item)
         if unknown:
-            self._ask_rebirth(node, parts, outcome, f"unknown aliases {unknown}")
+            self._request_rebirth(node, parts, outcome, f"unknown aliases {unknown}")
             raise FormatError(
                 topic,
                 [
@@ -253,7 +255,7 @@ class SparkplugHandler:
                 self._down(device_parts, payload, f"{topic}/{device}", "NDEATH")
             )
 
-    def _ask_rebirth(
+    def _request_rebirth(
         self, node: NodeState, parts: SparkplugTopic, outcome: Outcome, reason: str
     ) -> None:
         if not self.config.request_rebirth:

@@ -74,23 +74,16 @@ DATA_TYPE_NAMES = {number: name for name, number in DATA_TYPES.items()}
 # One field: (name, number, type, repeated). The type is a scalar name or the
 # name of a message relative to the package, such as "Payload.Metric".
 Field = tuple[str, int, str, bool]
-_VALUE_TYPES = ("uint32", "uint64", "float", "double", "bool", "string")
 
-
-def _value_fields(first: int, names: tuple[str, ...]) -> list[Field]:
-    return [
-        (name, first + index, kind, False)
-        for index, (name, kind) in enumerate(zip(names, _VALUE_TYPES, strict=True))
-    ]
-
-
-_SIMPLE_VALUES = (
-    "int_value",
-    "long_value",
-    "float_value",
-    "double_value",
-    "boolean_value",
-    "string_value",
+# The six scalar members that start the `value` oneof of Parameter,
+# DataSetValue, PropertyValue and Metric, in field number order.
+SIMPLE_VALUES: tuple[tuple[str, str], ...] = (
+    ("int_value", "uint32"),
+    ("long_value", "uint64"),
+    ("float_value", "float"),
+    ("double_value", "double"),
+    ("boolean_value", "bool"),
+    ("string_value", "string"),
 )
 
 
@@ -138,21 +131,45 @@ def _extension(name: str) -> descriptor_pb2.DescriptorProto:
     return _message(name, [], extensions_from=1)
 
 
+def _value_message(
+    path: str,
+    fields: list[Field],
+    *,
+    first_value: int,
+    extra_values: tuple[Field, ...] = (),
+    extension: tuple[str, int],
+) -> descriptor_pb2.DescriptorProto:
+    """Describe a message with a `value` oneof and a nested extension message.
+
+    The oneof contains the simple values numbered from `first_value`, then
+    `extra_values`, then `extension_value` of the nested extension message.
+    """
+    extension_name, extension_number = extension
+    simple_values = [
+        (name, first_value + index, kind, False)
+        for index, (name, kind) in enumerate(SIMPLE_VALUES)
+    ]
+    extension_field = (
+        "extension_value",
+        extension_number,
+        f"{path}.{extension_name}",
+        False,
+    )
+    return _message(
+        path.rsplit(".", 1)[-1],
+        fields,
+        oneof=[*simple_values, *extra_values, extension_field],
+        nested=[_extension(extension_name)],
+    )
+
+
 def build_file_descriptor() -> descriptor_pb2.FileDescriptorProto:
     """Write the FileDescriptorProto of `sparkplug_b.proto`."""
-    parameter = _message(
-        "Parameter",
+    parameter = _value_message(
+        "Payload.Template.Parameter",
         [("name", 1, "string", False), ("type", 2, "uint32", False)],
-        oneof=[
-            *_value_fields(3, _SIMPLE_VALUES),
-            (
-                "extension_value",
-                9,
-                "Payload.Template.Parameter.ParameterValueExtension",
-                False,
-            ),
-        ],
-        nested=[_extension("ParameterValueExtension")],
+        first_value=3,
+        extension=("ParameterValueExtension", 9),
     )
     template = _message(
         "Template",
@@ -166,19 +183,11 @@ def build_file_descriptor() -> descriptor_pb2.FileDescriptorProto:
         nested=[parameter],
         extensions_from=6,
     )
-    dataset_value = _message(
-        "DataSetValue",
+    dataset_value = _value_message(
+        "Payload.DataSet.DataSetValue",
         [],
-        oneof=[
-            *_value_fields(1, _SIMPLE_VALUES),
-            (
-                "extension_value",
-                7,
-                "Payload.DataSet.DataSetValue.DataSetValueExtension",
-                False,
-            ),
-        ],
-        nested=[_extension("DataSetValueExtension")],
+        first_value=1,
+        extension=("DataSetValueExtension", 7),
     )
     row = _message(
         "Row",
@@ -196,21 +205,15 @@ def build_file_descriptor() -> descriptor_pb2.FileDescriptorProto:
         nested=[dataset_value, row],
         extensions_from=5,
     )
-    property_value = _message(
-        "PropertyValue",
+    property_value = _value_message(
+        "Payload.PropertyValue",
         [("type", 1, "uint32", False), ("is_null", 2, "bool", False)],
-        oneof=[
-            *_value_fields(3, _SIMPLE_VALUES),
+        first_value=3,
+        extra_values=(
             ("propertyset_value", 9, "Payload.PropertySet", False),
             ("propertysets_value", 10, "Payload.PropertySetList", False),
-            (
-                "extension_value",
-                11,
-                "Payload.PropertyValue.PropertyValueExtension",
-                False,
-            ),
-        ],
-        nested=[_extension("PropertyValueExtension")],
+        ),
+        extension=("PropertyValueExtension", 11),
     )
     property_set = _message(
         "PropertySet",
@@ -236,8 +239,8 @@ def build_file_descriptor() -> descriptor_pb2.FileDescriptorProto:
         ],
         extensions_from=9,
     )
-    metric = _message(
-        "Metric",
+    metric = _value_message(
+        "Payload.Metric",
         [
             ("name", 1, "string", False),
             ("alias", 2, "uint64", False),
@@ -249,19 +252,13 @@ def build_file_descriptor() -> descriptor_pb2.FileDescriptorProto:
             ("metadata", 8, "Payload.MetaData", False),
             ("properties", 9, "Payload.PropertySet", False),
         ],
-        oneof=[
-            *_value_fields(10, _SIMPLE_VALUES),
+        first_value=10,
+        extra_values=(
             ("bytes_value", 16, "bytes", False),
             ("dataset_value", 17, "Payload.DataSet", False),
             ("template_value", 18, "Payload.Template", False),
-            (
-                "extension_value",
-                19,
-                "Payload.Metric.MetricValueExtension",
-                False,
-            ),
-        ],
-        nested=[_extension("MetricValueExtension")],
+        ),
+        extension=("MetricValueExtension", 19),
     )
     payload = _message(
         "Payload",

@@ -15,6 +15,7 @@ from plantbus.errors import FormatError, FormatProblem
 from plantbus.formats.sparkplug.descriptor import (
     DATA_TYPE_NAMES,
     DATA_TYPES,
+    SIMPLE_VALUES,
     Payload,
     build_file_descriptor,
 )
@@ -31,14 +32,7 @@ __all__ = [
     "property_text",
 ]
 
-_SIMPLE_VALUES = (
-    "int_value",
-    "long_value",
-    "float_value",
-    "double_value",
-    "boolean_value",
-    "string_value",
-)
+_SIMPLE_VALUE_NAMES = frozenset(name for name, _ in SIMPLE_VALUES)
 
 
 def decode_payload(data: bytes, topic: str) -> Any:
@@ -161,7 +155,7 @@ def payload_to_dict(payload: Any) -> dict[str, Any]:
             if metric.HasField(source):
                 item[target] = getattr(metric, source)
         kind = metric.WhichOneof("value")
-        if kind in _SIMPLE_VALUES:
+        if kind in _SIMPLE_VALUE_NAMES:
             item["value"] = getattr(metric, kind)
         elif metric.is_null:
             item["value"] = None

@@ -3,9 +3,9 @@
 Sparkplug B numbers the messages of one edge node with `seq` from 0 to 255
 and wraps to 0. NBIRTH starts at 0, and NDATA, DBIRTH, DDATA and DDEATH each
 take the next number. A number out of order means a message was lost, and
-the host asks the node for a new birth certificate (a rebirth). NDEATH
+the host requests a new birth certificate from the node (a rebirth). NDEATH
 carries no `seq` but the `bdSeq` of the birth it ends, so a late death
-certificate of an older session can be told apart from the current one.
+certificate of an older session can be distinguished from the current one.
 """
 
 from __future__ import annotations
@@ -88,7 +88,11 @@ class NodeState:
         return expected is not None and seq == expected
 
     def should_request_rebirth(self, min_interval: float) -> bool:
-        """Return True at most once per `min_interval` seconds, and note the time."""
+        """Return whether a rebirth request is due, and record the time when it is.
+
+        A request is due unless the last one was less than `min_interval`
+        seconds ago, so the limit also applies after a new birth of the node.
+        """
         now = time.monotonic()
         last = self.last_rebirth_request
         if last is not None and now - last < min_interval:
@@ -106,7 +110,7 @@ class HostState:
 
 
 class SparkplugState:
-    """Every edge node and host application that this source has heard of."""
+    """Every edge node and host application that sent messages to this source."""
 
     def __init__(self) -> None:
         self.nodes: dict[tuple[str, str], NodeState] = {}
