@@ -21,7 +21,7 @@ connections, in three ways:
 - raw aiohttp: `ClientSession.post` with a prebuilt body and no sink around
   it, as the floor of the client's cost.
 
-Each round runs every variant once, in turn; the table and
+Each round runs every variant once, in turn. The table and
 bench/results/rest_client.json show the median rate of each variant and the
 CPU time that the client process spent per event.
 """
@@ -55,6 +55,7 @@ from plantbus.connectors.rest.auth import Bearer
 from plantbus.connectors.rest.sink import Response, RestSink
 from plantbus.errors import RetryableDeliveryError
 from plantbus.events.envelope import Event
+from plantbus.sim.trytond_server import free_port
 
 BODY = {
     "order": "data.work_order_id",
@@ -145,7 +146,7 @@ def make_events(count: int) -> list[Event]:
 async def run_all(
     deliver: Callable[[Event], Awaitable[Any]], events: list[Event], concurrency: int
 ) -> float:
-    """Deliver every event with `concurrency` workers; return elapsed seconds."""
+    """Deliver every event with `concurrency` workers and return the elapsed seconds."""
     queue = iter(events)
 
     async def worker() -> None:
@@ -218,12 +219,6 @@ async def measure(
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_for_server(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -246,7 +241,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[8, 64],
-        help="deliveries in flight; each value is measured in turn",
+        help="deliveries in flight, measured once per value",
     )
     parser.add_argument(
         "--connections", type=int, default=8, help="pool size of each client"

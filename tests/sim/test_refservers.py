@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from plantbus.sim.refservers import SYSTEMS, build
 from plantbus.sim.refservers.base import RefServer
 from plantbus.sim.refservers.faults import RateLimit
+from plantbus.sim.trytond_server import free_port
 
 QUANTITY = {"value": "12.5", "unit": "kg"}
 WHEN = "2026-03-01T06:00:00Z"
@@ -99,7 +99,7 @@ StartServer = Callable[..., Awaitable[Started]]
 
 @pytest.fixture
 async def serve() -> AsyncIterator[StartServer]:
-    """Start reference servers with a client session; stop both afterwards."""
+    """Start reference servers with a client session and stop both afterwards."""
     opened: list[Started] = []
 
     async def start(system: str, **options: Any) -> Started:
@@ -484,10 +484,26 @@ async def test_supplier_portal_rejection_needs_reason(serve: StartServer) -> Non
     assert "reason" in problem["detail"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@pytest.mark.parametrize(
+    ("method", "path", "noun"),
+    [
+        ("GET", "/api/asns/ASN-999999", "asn record"),
+        ("GET", "/api/asn-documents/DOC-999999/content", "ASN document"),
+        ("POST", "/api/acknowledgements/ACK-999999/pickup", "acknowledgement"),
+    ],
+)
+async def test_supplier_portal_unknown_id_is_404(
+    serve: StartServer, method: str, path: str, noun: str
+) -> None:
+    _server, session = await serve("supplier-portal")
+
+    async with session.request(method, path, headers=KEY) as r:
+        problem = await r.json()
+
+    record_id = path.split("/")[3]
+    assert r.status == 404
+    assert problem["type"].endswith(":not-found")
+    assert problem["detail"] == f"No {noun} has the id {record_id!r}."
 
 
 async def test_sim_serve_command_runs_server() -> None:

@@ -41,7 +41,7 @@ StartServer = Callable[..., Awaitable[RefServer]]
 
 @pytest.fixture
 async def serve() -> AsyncIterator[StartServer]:
-    """Start reference servers on free loopback ports; stop them afterwards."""
+    """Start reference servers on free loopback ports and stop them afterwards."""
     started: list[RefServer] = []
 
     async def start(system: str, **options: Any) -> RefServer:
@@ -165,7 +165,7 @@ async def test_rest_sink_oauth_refetches_token_once_on_401(
     sink = qms_sink(server, sinks, credentials=credentials)
     await sink.deliver(inspection_failed(0))
 
-    # The server drops every token, as after a key rotation; the sink's
+    # The server drops every token, as after a key rotation. The sink's
     # cached token is still within its lifetime.
     server.tokens.clear()
     await asyncio.gather(*(sink.deliver(inspection_failed(n)) for n in range(1, 21)))
@@ -318,8 +318,8 @@ async def test_rest_sink_409_conflict_is_delivered(serve: StartServer, sinks) ->
     }
     url = f"{server.url}/api/work-orders"
     first = RestSink("cmms", url, body=body, credentials=oauth(server))
-    # A second sink with other idempotency keys stands in for another hub
-    # that reports the same event; the CMMS answers 409 for the business key.
+    # A second sink with other idempotency keys acts as another hub that
+    # reports the same event, so the CMMS responds 409 for the business key.
     second = RestSink(
         "cmms2", url, body=body, credentials=oauth(server), idempotency_key="'b-' & id"
     )
@@ -401,7 +401,7 @@ async def test_rest_sink_retry_after_honoured_by_deliverer(
     elapsed = time.monotonic() - started
     await state.close()
 
-    # The backoff alone would wait 0.02 s; the server asked for 1 s.
+    # The backoff alone would wait 0.02 s, but the server requested 1 s.
     assert elapsed >= 0.9
     assert len(deliverer.unrecorded) == 1
     assert len(server.collections["nonconformance"].records) == 2

@@ -128,7 +128,7 @@ class OAuth2ClientCredentials(Credentials):
         return True
 
     async def token(self, session: aiohttp.ClientSession) -> str:
-        """Return a valid access token; one fetch at a time runs under the lock."""
+        """Return a valid access token, fetching one under the lock if none is valid."""
         token = self._valid_token()
         if token is not None:
             return token
@@ -183,8 +183,9 @@ class OAuth2ClientCredentials(Credentials):
                 f"string in {text[:300]!r}; check `auth.token_url` of the sink."
             )
 
-        # RFC 6749 makes expires_in optional; without it the token is used
-        # until the target rejects it with 401.
+        # RFC 6749 section 5.1 only recommends expires_in. Without a number
+        # there, the token is assumed to last one hour, and a 401 before then
+        # still makes the sink fetch a new token.
         expires_in = document.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, (int, float)) else 3600.0
         self._token = token

@@ -8,15 +8,15 @@ respond to a repeated delivery with the record it already created.
 
 How responses become outcomes:
 
-* 2xx: delivered; the reference is the `reference` expression on the JSON
+* 2xx: delivered. The reference is the `reference` expression on the JSON
   body (by default its `id`), else the Location header.
 * 409: delivered, because the target already has a request with this
   idempotency key.
 * 401: with OAuth2, the token is fetched again and the request is sent once
-  more; a second 401 is permanent.
+  more. A second 401 is permanent.
 * 429 and 503: retryable, with the Retry-After header as the earliest retry.
 * other 5xx, 408, timeouts and connection errors: retryable.
-* other 4xx: permanent; the message quotes the target's problem document.
+* other 4xx: permanent, and the message quotes the target's problem document.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Template:
         self._parts.append(text[position:])
 
     def render(self, event: dict[str, Any]) -> str:
-        """Fill the placeholders; URL values are percent-encoded as one segment."""
+        """Fill the placeholders, percent-encoding each URL value as one segment."""
         pieces: list[str] = []
         for part in self._parts:
             if isinstance(part, str):
@@ -86,8 +86,8 @@ class Template:
             if value is UNDEFINED or value is None or isinstance(value, (dict, list)):
                 raise MappingError(
                     f"Placeholder {{{part.source}}} of {self.text!r} produced "
-                    f"{'no value' if value is UNDEFINED else repr(value)} for event "
-                    f"{event.get('id')!r}: expected a string or a number. Check "
+                    f"{_value_text(value)} for event {event.get('id')!r}: "
+                    "expected a string or a number. Check "
                     "that the events routed to this sink carry that field.",
                     expression=part.source,
                     event_id=event.get("id"),
@@ -231,7 +231,7 @@ class RestSink(Sink):
 
         response = await self._send(self._session, url, headers, body)
         # A target may reject a token before its stated expiry, for example
-        # after a key rotation; one new token and one more attempt settle it.
+        # after a key rotation, so the sink fetches one new token and retries once.
         if (
             response.status == 401
             and self.credentials is not None
@@ -259,8 +259,8 @@ class RestSink(Sink):
             return _scalar_text(value)
         raise MappingError(
             f"The idempotency key expression {self.idempotency_key.source!r} "
-            f"produced {'no value' if value is UNDEFINED else repr(value)}: expected "
-            "a string or a number that is the same on every delivery of the event.",
+            f"produced {_value_text(value)}: expected a string or a number that "
+            "is the same on every delivery of the event.",
             expression=self.idempotency_key.source,
             event_id=event.id,
         )
@@ -276,8 +276,9 @@ class RestSink(Sink):
         if self.credentials is not None:
             await self.credentials.apply(session, headers, params)
         try:
-            # Redirects are not followed: aiohttp turns a redirected POST into
-            # a GET, whose 200 would count as a delivery that never happened.
+            # Redirects are not followed, because aiohttp 3.x turns a POST
+            # redirected with 301, 302 or 303 into a GET, whose 200 would count
+            # as a delivery that never happened.
             async with session.request(
                 self.method,
                 url,
@@ -292,7 +293,7 @@ class RestSink(Sink):
         except TimeoutError as exc:
             raise RetryableDeliveryError(
                 f"{self.method} {url} timed out after {self.timeout_seconds} s "
-                f"(`timeout_seconds` of sink {self.name!r}); the delivery will be "
+                f"(`timeout_seconds` of sink {self.name!r}). The delivery will be "
                 "retried."
             ) from exc
         except aiohttp.ClientError as exc:
@@ -358,7 +359,7 @@ class RestSink(Sink):
 
 
 async def _read_head(response: aiohttp.ClientResponse) -> bytes:
-    """Return the first `_MAX_BODY` bytes of a response body; drop the rest."""
+    """Read at most `_MAX_BODY` bytes of a response body and leave the rest unread."""
     body = bytearray()
     while len(body) < _MAX_BODY:
         chunk = await response.content.read(_MAX_BODY - len(body))
@@ -415,6 +416,11 @@ def describe_problem(response: Response) -> str:
     if len(text) > _EXCERPT:
         text = text[:_EXCERPT] + "..."
     return text
+
+
+def _value_text(value: Any) -> str:
+    """Describe an expression result for an error message."""
+    return "no value" if value is UNDEFINED else repr(value)
 
 
 def _scalar_text(value: Any) -> str:

@@ -39,6 +39,7 @@ from plantbus.sim.refservers.faults import Faults, FaultSettings, RateLimit, Tok
 from plantbus.sim.refservers.problems import (
     Problem,
     problem_response,
+    record_not_found,
     validation_problem,
 )
 from plantbus.sim.refservers.records import Collection, Duplicate, KeyReused
@@ -138,8 +139,8 @@ class RefServer:
                 request, collection, model_out, payload, idempotency_key
             )
 
-        # The body model differs per collection, so it is set after the fact;
-        # FastAPI reads the annotations when the route is added.
+        # The body model differs per collection, so the annotation is set
+        # here, before FastAPI reads it when the route is added.
         create.__annotations__["payload"] = model_in
         if creatable:
             self.router.add_api_route(
@@ -185,12 +186,7 @@ class RefServer:
         async def get_record(record_id: str) -> dict[str, Any]:
             record = collection.records.get(record_id)
             if record is None:
-                raise Problem(
-                    404,
-                    "not-found",
-                    "Record not found",
-                    f"No {collection.name} record has the id {record_id!r}.",
-                )
+                raise record_not_found(f"{collection.name} record", record_id)
             return record
 
         self.router.add_api_route(
@@ -210,7 +206,7 @@ class RefServer:
     # -- running ----------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve in a task and return the base URL; port 0 picks a free port."""
+        """Serve in a task and return the base URL. Port 0 picks a free port."""
         config = uvicorn.Config(
             self.asgi,
             host=host,

@@ -39,7 +39,7 @@ def _external_ref(payload: dict[str, Any]) -> str | None:
 
 
 def build(**options: Any) -> RefServer:
-    """Build the CMMS reference server; options go to RefServer."""
+    """Build the CMMS reference server, passing `options` to RefServer."""
     server = RefServer("cmms", "Reference CMMS", api_prefix="/api", **options)
     server.add_collection(
         "/work-orders",

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class FaultSettings(BaseModel):
-    """Faults that a test switches on at run time; all are off by default.
+    """Faults that a test switches on at run time, all off by default.
 
     A share is the probability, from 0 to 1, that one API request gets the
     fault. Each request draws once and gets at most one of the faults in the
@@ -84,7 +84,7 @@ class RateLimit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Requests per second; None switches the limit off.
+    # Requests per second, or None to switch the limit off.
     rate_per_second: float | None = Field(default=None, gt=0)
     # Requests that may arrive at once after a quiet spell.
     burst: int = Field(default=10, ge=1)
@@ -103,7 +103,7 @@ class TokenBucket:
         self._updated = time.monotonic()
 
     def take(self) -> int | None:
-        """Take one token; return None, or whole seconds until one is available."""
+        """Take one token and return None, or return whole seconds until one refills."""
         rate = self.limit.rate_per_second
         if rate is None:
             return None

@@ -50,6 +50,13 @@ def problem_response(problem: Problem) -> JSONResponse:
     )
 
 
+def record_not_found(noun: str, record_id: str) -> Problem:
+    """Build the 404 problem for a record id that a collection does not contain."""
+    return Problem(
+        404, "not-found", "Record not found", f"No {noun} has the id {record_id!r}."
+    )
+
+
 def validation_problem(exc: RequestValidationError) -> Problem:
     """Turn pydantic's errors into a problem document naming field, value and rule."""
     errors = []

@@ -47,7 +47,7 @@ class Requisition(RequisitionIn, Stored):
 
 
 def build(**options: Any) -> RefServer:
-    """Build the procurement reference server; options go to RefServer."""
+    """Build the procurement reference server, passing `options` to RefServer."""
     server = RefServer(
         "procurement", "Reference procurement", api_prefix="/api", **options
     )

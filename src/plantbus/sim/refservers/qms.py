@@ -35,7 +35,7 @@ class Nonconformance(NonconformanceIn, Stored):
 
 
 def build(**options: Any) -> RefServer:
-    """Build the QMS reference server; options go to RefServer."""
+    """Build the QMS reference server, passing `options` to RefServer."""
     server = RefServer("qms", "Reference QMS", api_prefix="/api/v2", **options)
     server.add_collection(
         "/nonconformances",

@@ -44,7 +44,7 @@ class Collection:
     def create(
         self, payload: dict[str, Any], idempotency_key: str | None
     ) -> tuple[dict[str, Any], bool]:
-        """Store a record; return it and whether it is new.
+        """Store a record and return it with whether it is new.
 
         Raises KeyReused when the key came with another body and Duplicate
         when the business key exists. The check and the insert run without an
@@ -95,6 +95,11 @@ class Collection:
         self.keys.clear()
         self._by_business_key.clear()
         self._numbers = itertools.count(1)
+
+
+def asn_key(payload: dict[str, Any]) -> str:
+    """Return the business key of an ASN: the supplier id and the ASN number."""
+    return f"{payload['supplier_id']}/{payload['asn_number']}"
 
 
 def _fingerprint(payload: dict[str, Any]) -> str:

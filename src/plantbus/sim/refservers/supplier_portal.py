@@ -18,8 +18,8 @@ from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from plantbus.sim.refservers.base import RefServer
 from plantbus.sim.refservers.models import Body, Code, Quantity, Stored
-from plantbus.sim.refservers.problems import Problem
-from plantbus.sim.refservers.records import Collection, KeyReused
+from plantbus.sim.refservers.problems import Problem, record_not_found
+from plantbus.sim.refservers.records import Collection, KeyReused, asn_key
 
 # Largest ASN document that the upload accepts, in bytes.
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
@@ -94,13 +94,9 @@ class AcknowledgementIn(Body):
 
 
 class Acknowledgement(AcknowledgementIn, Stored):
-    """A stored acknowledgement; status pending until the supplier picks it up."""
+    """A stored acknowledgement, pending until the supplier picks it up."""
 
     picked_up_at: AwareDatetime | None = None
-
-
-def _asn_key(payload: dict[str, Any]) -> str:
-    return f"{payload['supplier_id']}/{payload['asn_number']}"
 
 
 class SupplierPortal:
@@ -112,7 +108,7 @@ class SupplierPortal:
         # Record id -> the uploaded bytes.
         self.contents: dict[str, bytes] = {}
         self.acknowledgements = Collection(
-            "acknowledgement", "ACK", status="pending", business_key=_asn_key
+            "acknowledgement", "ACK", status="pending", business_key=asn_key
         )
 
     def install(self) -> None:
@@ -195,24 +191,14 @@ class SupplierPortal:
         """Return an uploaded document as it was sent."""
         record = self.documents.records.get(record_id)
         if record is None:
-            raise Problem(
-                404,
-                "not-found",
-                "Record not found",
-                f"No ASN document has the id {record_id!r}.",
-            )
+            raise record_not_found("ASN document", record_id)
         return Response(self.contents[record_id], media_type=record["content_type"])
 
     async def pick_up(self, record_id: str) -> BaseModel:
-        """Mark an acknowledgement as picked up; repeating it changes nothing."""
+        """Mark an acknowledgement as picked up. Repeating it changes nothing."""
         record = self.acknowledgements.records.get(record_id)
         if record is None:
-            raise Problem(
-                404,
-                "not-found",
-                "Record not found",
-                f"No acknowledgement has the id {record_id!r}.",
-            )
+            raise record_not_found("acknowledgement", record_id)
         if record["status"] == "pending":
             record["status"] = "picked_up"
             record["picked_up_at"] = datetime.now(UTC).isoformat(
@@ -222,14 +208,14 @@ class SupplierPortal:
 
 
 def build(**options: Any) -> RefServer:
-    """Build the supplier portal reference server; options go to RefServer."""
+    """Build the supplier portal reference server, passing `options` to RefServer."""
     server = RefServer(
         "supplier-portal", "Reference supplier portal", api_prefix="/api", **options
     )
     portal = SupplierPortal(server)
     server.add_collection(
         "/asns",
-        Collection("asn", "ASN", status="received", business_key=_asn_key),
+        Collection("asn", "ASN", status="received", business_key=asn_key),
         AsnIn,
         Asn,
         tag="asns",

@@ -1,8 +1,8 @@
 """A warehouse management system (WMS): staging tasks and receiving tasks.
 
 A staging task requests that the warehouse bring material for a work order to a
-line-side location. A receiving task tells the dock which ASN lines to
-expect and check in.
+line-side location. A receiving task lists the ASN lines that the dock
+should expect and check in.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, Field
 
 from plantbus.sim.refservers.base import RefServer
 from plantbus.sim.refservers.models import Body, Code, Quantity, Stored
-from plantbus.sim.refservers.records import Collection
+from plantbus.sim.refservers.records import Collection, asn_key
 
 
 class StagingTaskIn(Body):
@@ -56,12 +56,8 @@ class ReceivingTask(ReceivingTaskIn, Stored):
     """A stored receiving task."""
 
 
-def _asn_key(payload: dict[str, Any]) -> str:
-    return f"{payload['supplier_id']}/{payload['asn_number']}"
-
-
 def build(**options: Any) -> RefServer:
-    """Build the WMS reference server; options go to RefServer."""
+    """Build the WMS reference server, passing `options` to RefServer."""
     server = RefServer("wms", "Reference WMS", api_prefix="/api/v1", **options)
     server.add_collection(
         "/staging-tasks",
@@ -73,7 +69,7 @@ def build(**options: Any) -> RefServer:
     )
     server.add_collection(
         "/receiving-tasks",
-        Collection("receiving-task", "RT", status="expected", business_key=_asn_key),
+        Collection("receiving-task", "RT", status="expected", business_key=asn_key),
         ReceivingTaskIn,
         ReceivingTask,
         tag="receiving",
