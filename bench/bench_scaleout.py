@@ -31,10 +31,10 @@ Each hub setup has two phases on a fresh stream, database or folder:
 While each phase runs, the benchmark samples /proc/stat, so the result shows
 how busy the CPUs were.
 
-The hub file sets no retention age. NOTE: JetStreamLog.trim by age purged
-every record of a fresh stream on nats-server 2.9.10, and a worker trims once
-at start, so with retention set a worker could delete the first events of the
-burst before reading them.
+The hub file sets no retention age, so no worker trims the stream during a
+run. The first runs needed this, because JetStreamLog.trim by age then purged
+every record of a fresh stream on nats-server 2.9.10. That bug is fixed, and
+the setting still matches the recorded runs.
 """
 
 from __future__ import annotations
@@ -426,9 +426,11 @@ async def bench_workers(
     stream = f"bench-scaleout-{run}"
     database = f"plantbus_bench_{run}"
     hub = f"bench-{run}"
+
     with psycopg.connect(SERVER_DSN, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     dsn = psycopg.conninfo.make_conninfo(SERVER_DSN, dbname=database)
+
     hub_file = folder / f"workers-{workers}.yaml"
     hub_file.write_text(
         HUB.format(
@@ -442,11 +444,13 @@ async def bench_workers(
             port=target.url.rsplit(":", 1)[1],
         )
     )
+
     # The log creates the stream, so that the workers and the producer find
     # it with the partition count in its description.
     log = JetStreamLog(arguments.url, stream, PARTITIONS)
     await log.start()
     state = PostgresStateStore(dsn)
+
     processes: list[subprocess.Popen[bytes]] = []
     try:
         processes = _start_workers(hub_file, workers, folder)
@@ -472,6 +476,7 @@ async def bench_workers(
                     sql.Identifier(database)
                 )
             )
+
     failed = [p.returncode for p in processes if p.returncode != 0]
     if failed:
         raise RuntimeError(
@@ -552,16 +557,19 @@ async def run(arguments: argparse.Namespace, target: Target) -> dict[str, Any]:
     """Run every setup once, in a fixed order, and collect their figures."""
     folder = Path(tempfile.mkdtemp(prefix="plantbus-scaleout-"))
     load_before = os.getloadavg()[0]
+
     setups: dict[str, Any] = {}
     setups["embedded"] = await bench_embedded(arguments, target, folder)
     setups["jetstream-1"] = await bench_workers(arguments, target, folder, 1)
     setups["jetstream-3"] = await bench_workers(arguments, target, folder, 3)
     setups["raw"] = await bench_raw_publish(arguments)
+
     client = await nats.connect(arguments.url)
     found = client.connected_server_version
     await client.close()
     with psycopg.connect(SERVER_DSN) as connection:
         row = connection.execute("SHOW server_version").fetchone()
+
     return {
         "machine": machine(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -608,13 +616,23 @@ def print_table(result: dict[str, Any]) -> None:
 def main() -> None:
     """Parse options, start the target, run the setups and write the JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=6000, help="burst events")
-    parser.add_argument("--paced", type=int, default=1500, help="paced events")
     parser.add_argument(
-        "--rate", type=float, default=300.0, help="paced events per second"
+        "--events", type=int, default=6000, help="number of events in the burst phase"
     )
     parser.add_argument(
-        "--window", type=int, default=2000, help="raw: acknowledgements in flight"
+        "--paced", type=int, default=1500, help="number of events in the paced phase"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=300.0,
+        help="paced phase rate in events per second",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=2000,
+        help="raw setup: maximum publish acknowledgements in flight",
     )
     parser.add_argument(
         "--url", default="nats://127.0.0.1:4222", help="NATS server URL"
@@ -623,7 +641,10 @@ def main() -> None:
         "--timeout", type=float, default=120.0, help="seconds to wait per phase"
     )
     parser.add_argument(
-        "--output", type=Path, default=RESULTS / "scaleout.json", help="JSON file"
+        "--output",
+        type=Path,
+        default=RESULTS / "scaleout.json",
+        help="JSON file for the results",
     )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()

@@ -33,12 +33,14 @@ corpus_root="$(mktemp -d -t plantbus-fuzz-corpus.XXXXXX)"
 trap 'rm -rf "$corpus_root"' EXIT
 
 seed() {
-    # Copy the sample files of one format into the corpus folder of a target.
+    # Fill the corpus folder of a target with seeds: the sample files of its
+    # format, or inputs written here where the samples have none.
     local target="$1" folder="$corpus_root/$1"
     mkdir -p "$folder"
     case "$target" in
         b2mml_fields)
-            # The harness reads the samples itself; the seeds only choose.
+            # The harness reads the samples itself, so the seed bytes only
+            # choose the elements to change and their new text.
             printf '\0\1\2\3' >"$folder/seed" ;;
         b2mml)
             find "$samples/b2mml/examples" -name '*.xml' -size -200k \
@@ -48,7 +50,7 @@ seed() {
         edifact)
             find "$samples/edi/edifact" -name '*.edi' -exec cp {} "$folder/" \; ;;
         flatfile)
-            # The samples hold no CSV or fixed-width exports, so the seeds are
+            # The samples contain no CSV or fixed-width exports, so the seeds are
             # written here in the layouts that fuzz_flatfile.py declares.
             printf 'C;Auftrag;Artikel;Menge;ME;Ende\r\nC;WO-1;FG-1;1.234,5;kg;02.03.2026 14:05\r\nC;"WO;2";FG-\xe4;12,5;u;29.03.2026 02:30\r\n' \
                 >"$folder/seed-csv"
