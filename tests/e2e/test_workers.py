@@ -19,13 +19,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nats
-import psycopg
 import pytest
 from nats.js.errors import NotFoundError
 
@@ -34,7 +33,7 @@ from plantbus.events.envelope import Event
 from plantbus.state.leases import lock_class
 
 from ..backbone.nats_servers import machine_nats
-from ..state.conftest import postgres_dsn  # noqa: F401
+from ..state.conftest import advisory_lock_holders, postgres_dsn  # noqa: F401
 
 KEYS = 40
 EVENTS_PER_KEY = 15
@@ -174,18 +173,7 @@ def _start_worker(hub_file: Path, name: str, log_dir: Path) -> subprocess.Popen[
     )
 
 
-def _lock_holders(dsn: str, key: int) -> dict[int, int]:
-    """Return lock number -> server pid for the advisory locks of one key."""
-    with psycopg.connect(dsn) as connection:
-        rows = connection.execute(
-            "SELECT objid::bigint, pid FROM pg_locks WHERE locktype = 'advisory' "
-            "AND granted AND objsubid = 2 AND classid = %s::bigint::oid",
-            (key,),
-        ).fetchall()
-    return dict(rows)
-
-
-def _wait(condition, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
@@ -220,18 +208,15 @@ def test_workers_share_and_survive_kill_9(
     }
     victim = "w0"
     partitions = lock_class(hub, "group", "postings")
+
+    def split_between_workers() -> bool:
+        holders = advisory_lock_holders(postgres_dsn, partitions)
+        return len(holders) == 16 and len(set(holders.values())) == WORKERS
+
     try:
         # The events go in once the three workers have split the partitions,
         # so that each of them has a share to work on.
-        _wait(
-            lambda: (
-                len(_lock_holders(postgres_dsn, partitions)) == 16
-                and len(set(_lock_holders(postgres_dsn, partitions).values()))
-                == WORKERS
-            ),
-            60,
-            "three workers hold the 16 partitions",
-        )
+        _wait(split_between_workers, 60, "three workers hold the 16 partitions")
         asyncio.run(_append(nats_url, stream, events))
         _wait(
             lambda: (
@@ -266,8 +251,8 @@ def test_workers_share_and_survive_kill_9(
     assert set(posted) == {event.id for event in events}
     for key in {event.partitionkey for event in events}:
         sent = [e.id for e in events if e.partitionkey == key]
-        wanted = set(sent)
-        order = [i for i in posted if i in wanted]
+        key_ids = set(sent)
+        order = [i for i in posted if i in key_ids]
         assert order == sent, f"key {key} was posted out of order"
     # Only events that the killed worker had sent may be sent again, by the
     # worker that took its partition over.

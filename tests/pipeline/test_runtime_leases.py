@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import psycopg
@@ -99,7 +99,7 @@ async def _worker(
     return runtime, leases, state
 
 
-async def _wait(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)

@@ -16,6 +16,17 @@ SERVER_DSN = os.environ.get(
 )
 
 
+def advisory_lock_holders(dsn: str, key: int) -> dict[int, int]:
+    """Return lock number -> server pid of the granted advisory locks (key, number)."""
+    with psycopg.connect(dsn) as connection:
+        rows = connection.execute(
+            "SELECT objid::bigint, pid FROM pg_locks WHERE locktype = 'advisory' "
+            "AND granted AND objsubid = 2 AND classid = %s::bigint::oid",
+            (key,),
+        ).fetchall()
+    return dict(rows)
+
+
 @pytest.fixture(scope="module")
 def postgres_dsn() -> Iterator[str]:
     """Create a uniquely named database for one test module; drop it afterwards."""

@@ -102,7 +102,7 @@ async def test_record_deliveries_empty_batch_writes_nothing(store: StateStore) -
     assert await store.deliveries() == []
 
 
-async def test_record_deliveries_repeat_keeps_first(store: StateStore) -> None:
+async def test_record_deliveries_repeat_stores_first(store: StateStore) -> None:
     await store.record_deliveries([delivery("erp", "ev-1", "first")])
     await store.record_deliveries(
         [delivery("erp", "ev-1", "second"), delivery("erp", "ev-2", "new")]
@@ -114,7 +114,7 @@ async def test_record_deliveries_repeat_keeps_first(store: StateStore) -> None:
     assert len(await store.deliveries()) == 2
 
 
-async def test_record_deliveries_duplicate_in_batch_keeps_first(
+async def test_record_deliveries_batch_duplicate_stores_first(
     store: StateStore,
 ) -> None:
     await store.record_deliveries(
@@ -135,7 +135,7 @@ async def test_delivered_large_batch_finds_all(store: StateStore) -> None:
     assert "missing" not in found
 
 
-async def test_deliveries_keep_every_field(store: StateStore) -> None:
+async def test_deliveries_round_trip_every_field(store: StateStore) -> None:
     entry = Delivery("erp", "ev-1", "ref-1", 1700000000.25, 1.5, "a.b.c.v1", "pipe")
     await store.record_deliveries([entry])
 
@@ -186,7 +186,7 @@ async def test_forget_deliveries_counts_removed(store: StateStore) -> None:
 # Dead letters
 
 
-async def test_add_dead_letter_keeps_every_field(store: StateStore) -> None:
+async def test_add_dead_letter_round_trips_fields(store: StateStore) -> None:
     original = letter()
 
     letter_id = await store.add_dead_letter(original)
@@ -278,18 +278,18 @@ async def test_dead_letters_filter_by_each_field(store: StateStore) -> None:
 
 
 async def test_dead_letters_status_filter_defaults_to_open(store: StateStore) -> None:
-    kept = await store.add_dead_letter(letter("ev-1"))
-    gone = await store.add_dead_letter(letter("ev-2"))
-    await store.set_dead_letter_status(gone, "discarded")
+    open_id = await store.add_dead_letter(letter("ev-1"))
+    discarded_id = await store.add_dead_letter(letter("ev-2"))
+    await store.set_dead_letter_status(discarded_id, "discarded")
 
     open_letters = await store.dead_letters(DeadLetterFilter())
     every = await store.dead_letters(DeadLetterFilter(status=None))
     discarded = await store.dead_letters(DeadLetterFilter(status="discarded"))
 
-    assert [x.id for x in open_letters] == [kept]
-    assert [x.id for x in every] == [kept, gone]
+    assert [x.id for x in open_letters] == [open_id]
+    assert [x.id for x in every] == [open_id, discarded_id]
     assert [x.details["status"] for x in every] == ["open", "discarded"]
-    assert [x.id for x in discarded] == [gone]
+    assert [x.id for x in discarded] == [discarded_id]
 
 
 async def test_dead_letters_limit_returns_oldest(store: StateStore) -> None:
@@ -350,16 +350,16 @@ async def test_set_dead_letter_status_invalid_raises(store: StateStore) -> None:
 
 
 async def test_pending_redrives_only_pipeline_redriving(store: StateStore) -> None:
-    wanted = await store.add_dead_letter(letter("ev-1"))
+    expected = await store.add_dead_letter(letter("ev-1"))
     other_pipeline = await store.add_dead_letter(letter("ev-2", pipeline="other"))
     still_open = await store.add_dead_letter(letter("ev-3"))
     later = await store.add_dead_letter(letter("ev-4"))
-    for letter_id in (later, wanted, other_pipeline):
+    for letter_id in (later, expected, other_pipeline):
         assert await store.claim_dead_letter(letter_id, "open", "redriving")
 
     pending = await store.pending_redrives("erp-postings")
 
-    assert [x.id for x in pending] == [wanted, later]
+    assert [x.id for x in pending] == [expected, later]
     assert still_open not in [x.id for x in pending]
 
 
@@ -406,15 +406,15 @@ async def test_unpark_key_removes_only_that_key(store: StateStore) -> None:
 
 
 async def test_add_parked_event_has_status_parked(store: StateStore) -> None:
-    held = await store.add_parked_event(letter("ev-9"))
+    parked_id = await store.add_parked_event(letter("ev-9"))
 
     parked = await store.dead_letters(DeadLetterFilter(status="parked"))
     open_letters = await store.dead_letters(DeadLetterFilter())
 
-    assert [x.id for x in parked] == [held]
+    assert [x.id for x in parked] == [parked_id]
     assert parked[0].details["status"] == "parked"
     assert open_letters == []
-    assert await store.claim_dead_letter(held, "parked", "redriving")
+    assert await store.claim_dead_letter(parked_id, "parked", "redriving")
 
 
 # Replay requests
@@ -449,7 +449,7 @@ async def test_request_replay_pending_until_finished(store: StateStore) -> None:
 # Audit log
 
 
-async def test_audit_log_keeps_records_in_order(store: StateStore) -> None:
+async def test_audit_log_returns_records_in_order(store: StateStore) -> None:
     records = [
         AuditRecord(1000.0 + i, "ops", "dlq.redrive", f"dead letter {i}", {"n": i})
         for i in range(3)
@@ -468,7 +468,7 @@ async def test_audit_log_empty(store: StateStore) -> None:
 # Durability and sharing
 
 
-async def test_reopened_store_keeps_state(
+async def test_reopened_store_retains_state(
     store: StateStore, open_store: OpenStore
 ) -> None:
     await store.record_deliveries([delivery("erp", "ev-1", "ref")])
@@ -487,7 +487,7 @@ async def test_reopened_store_keeps_state(
     assert len(await reopened.pending_replays("erp-postings")) == 1
 
 
-async def test_second_handle_sees_writes(
+async def test_second_handle_reads_writes(
     store: StateStore, open_store: OpenStore
 ) -> None:
     other = await open_store()

@@ -19,6 +19,8 @@ import pytest
 
 from plantbus.state.leases import PartitionLeases, fair_share, lock_class
 
+from .conftest import advisory_lock_holders
+
 PARTITIONS = 16
 WORKER = Path(__file__).with_name("lease_worker.py")
 
@@ -57,8 +59,8 @@ async def _settle(handles: list[PartitionLeases], timeout: float = 10.0) -> None
             if group.to_release():
                 moving = True
                 await group.release(sorted(group.to_release()))
-        held = [len(leases.group("erp-postings").owned) for leases in handles]
-        if not moving and sum(held) == PARTITIONS and max(held) - min(held) <= 1:
+        counts = [len(leases.group("erp-postings").owned) for leases in handles]
+        if not moving and sum(counts) == PARTITIONS and max(counts) - min(counts) <= 1:
             return
         await asyncio.sleep(0.05)
 
@@ -204,14 +206,8 @@ def workers(postgres_dsn: str, hub_name: str) -> Iterator[list[WorkerProcess]]:
 
 
 def _lock_holders(dsn: str, hub: str) -> dict[int, int]:
-    """Return partition -> server backend pid from pg_locks."""
-    with psycopg.connect(dsn) as connection:
-        rows = connection.execute(
-            "SELECT objid::bigint, pid FROM pg_locks WHERE locktype = 'advisory' "
-            "AND granted AND objsubid = 2 AND classid = %s::bigint::oid",
-            (lock_class(hub, "group", "erp-postings"),),
-        ).fetchall()
-    return dict(rows)
+    """Return partition -> server backend pid of the group's partition locks."""
+    return advisory_lock_holders(dsn, lock_class(hub, "group", "erp-postings"))
 
 
 def _wait_for_split(
@@ -220,7 +216,8 @@ def _wait_for_split(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         owned = [set(w.owned) for w in workers]
-        if sorted(len(o) for o in owned) == sizes and len(set().union(*owned)) == 16:
+        covered = len(set().union(*owned)) == PARTITIONS
+        if sorted(len(o) for o in owned) == sizes and covered:
             return owned
         time.sleep(0.05)
     return [set(w.owned) for w in workers]

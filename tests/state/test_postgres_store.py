@@ -119,7 +119,7 @@ async def test_postgres_store_unreachable_names_server_not_password() -> None:
     assert "s3cret" not in message
 
 
-async def test_postgres_store_keeps_to_its_schema(
+async def test_postgres_store_schemas_are_isolated(
     postgres_dsn: str, store: StateStore
 ) -> None:
     other = PostgresStateStore(postgres_dsn, schema=f"test_{uuid.uuid4().hex[:12]}")

@@ -65,7 +65,7 @@ class LeaseFollower:
     def prune(self, blockers: dict[str, int]) -> None:
         """Drop the parked keys of partitions that other workers hold.
 
-        Only the lease holder may release a parked key, so that its held
+        Only the lease holder may release a parked key, so that its parked
         events go out once and in log order.
         """
         for key in [k for k in blockers if not self.owns_key(k)]:
@@ -88,7 +88,8 @@ class LeaseFollower:
             raise self.leases.failure
 
         owned = self.leases.owned
-        # A replay moves every partition of the group; keep only ours.
+        # A replay moves every partition of the group, so drop the partitions
+        # that this worker does not hold once none of their records is in work.
         for partition in [p for p in tracker.read if p not in owned]:
             if not tracker.pending.get(partition):
                 _drop(tracker, committed, partition)

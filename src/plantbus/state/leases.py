@@ -84,7 +84,7 @@ class GroupLeases:
 
     @property
     def failure(self) -> BaseException | None:
-        """The error that ended the lease session; the pipeline must stop on it."""
+        """Error that ended the lease session, on which the pipeline must stop."""
         return self.manager.failure
 
     def readable(self) -> frozenset[int]:
@@ -207,10 +207,10 @@ class PartitionLeases:
             await self._balance(leases, share)
 
     async def _balance(self, leases: GroupLeases, share: int) -> None:
-        kept = leases.owned - leases.releasing
-        if len(kept) > share:
+        active = leases.owned - leases.releasing
+        if len(active) > share:
             # Give back the highest partitions first, so the layout is stable.
-            extra = sorted(kept)[share:]
+            extra = sorted(active)[share:]
             leases.releasing.update(extra)
             logger.info(
                 "worker %s hands back partitions %s of group %s",
@@ -219,13 +219,14 @@ class PartitionLeases:
                 leases.group,
             )
             return
-        if len(kept) < share:
-            # A partition marked for release that is wanted again stays.
-            while leases.releasing and len(kept) < share:
+        if len(active) < share:
+            # Partitions marked for release but not yet handed back count
+            # towards the share again before free ones are locked.
+            while leases.releasing and len(active) < share:
                 partition = min(leases.releasing)
                 leases.releasing.discard(partition)
-                kept.add(partition)
-            taken = await self._take_free(leases, share - len(kept))
+                active.add(partition)
+            taken = await self._take_free(leases, share - len(active))
             if taken:
                 logger.info(
                     "worker %s took partitions %s of group %s",
@@ -234,11 +235,11 @@ class PartitionLeases:
                     leases.group,
                 )
 
-    async def _take_free(self, leases: GroupLeases, wanted: int) -> list[int]:
+    async def _take_free(self, leases: GroupLeases, count: int) -> list[int]:
         held = await self._held(leases.key)
         taken: list[int] = []
         for partition in range(self.partitions):
-            if len(taken) >= wanted:
+            if len(taken) >= count:
                 break
             if partition in held or partition in leases.owned:
                 continue

@@ -82,9 +82,10 @@ class PostgresStateStore(PostgresDeadLetters, StateStore):
         except PoolTimeout as exc:
             await self._pool.close()
             raise PlantbusError(
-                f"Cannot connect to the PostgreSQL state store, "
-                f"{describe_dsn(self.dsn)}, within {self.connect_timeout:g} s. "
-                f"Check that the server runs and that `state.dsn` is right."
+                f"Connecting to the PostgreSQL state store, "
+                f"{describe_dsn(self.dsn)}, timed out after "
+                f"{self.connect_timeout:g} s. Check that the server is running "
+                f"and that `state.dsn` is correct."
             ) from exc
         try:
             async with self._pool.connection() as connection:
@@ -92,9 +93,9 @@ class PostgresStateStore(PostgresDeadLetters, StateStore):
         except psycopg.Error as exc:
             await self._pool.close()
             raise PlantbusError(
-                f"Cannot create the state store tables in schema {self.schema!r} "
-                f"of {describe_dsn(self.dsn)}: {exc}. Check that the user may "
-                f"create tables there."
+                f"Creating the state store tables in schema {self.schema!r} "
+                f"of {describe_dsn(self.dsn)} failed: {exc}. Check that the user "
+                f"may create tables there."
             ) from exc
         logger.info(
             "state store on PostgreSQL, %s, schema %s version %d",
@@ -124,12 +125,11 @@ class PostgresStateStore(PostgresDeadLetters, StateStore):
         return dict(rows)
 
     async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
-        """Record deliveries in one transaction; an entry recorded before is kept."""
+        """Record deliveries in one statement, leaving earlier entries unchanged."""
         if not deliveries:
             return
-        columns: list[list[Any]] = [[] for _ in range(7)]
-        for d in deliveries:
-            row = (
+        rows = [
+            (
                 d.sink,
                 d.event_id,
                 d.target_ref,
@@ -138,10 +138,11 @@ class PostgresStateStore(PostgresDeadLetters, StateStore):
                 d.event_type,
                 d.pipeline,
             )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-        # One statement for the whole batch: unnest turns the column arrays
-        # back into rows.
+            for d in deliveries
+        ]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        # One statement for the whole batch, because unnest turns the column
+        # arrays back into rows.
         await self._write(
             "INSERT INTO deliveries SELECT * FROM unnest("
             "%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], "

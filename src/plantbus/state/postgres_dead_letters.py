@@ -23,6 +23,7 @@ from plantbus.state.store import (
     DeadLetterFilter,
     check_status,
     dead_letter_from_row,
+    dead_letter_where,
 )
 
 logger = logging.getLogger("plantbus.state")
@@ -115,36 +116,8 @@ class PostgresDeadLetters:
         self, where: DeadLetterFilter, *, limit: int = 1000
     ) -> list[DeadLetter]:
         """Return the dead letters that match a filter, oldest first."""
-        # Each set field of the filter adds one condition; None matches any.
-        clauses: list[str] = []
-        parameters: list[Any] = []
-        if where.ids is not None:
-            clauses.append("id = ANY(%s)")
-            parameters.append(list(where.ids))
-        for column, value in (
-            ("event_type", where.event_type),
-            ("event_id", where.event_id),
-            ("sink", where.sink),
-            ("status", where.status),
-            ("pipeline", where.pipeline),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                parameters.append(value)
-
-        if where.error_contains is not None:
-            clauses.append("strpos(error, %s) > 0")
-            parameters.append(where.error_contains)
-        if where.since is not None:
-            clauses.append("created_at >= %s")
-            parameters.append(where.since)
-        if where.until is not None:
-            clauses.append("created_at < %s")
-            parameters.append(where.until)
-
-        query = f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters"
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
+        condition, parameters = dead_letter_where(where, "format")
+        query = f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters{condition}"
         query += " ORDER BY id LIMIT %s"
         parameters.append(limit)
         return [

@@ -125,8 +125,8 @@ async def migrate(connection: AsyncConnection[Any], schema: str) -> int:
         if current > SCHEMA_VERSION:
             raise PlantbusError(
                 f"The state store schema {schema!r} is at version {current}, newer "
-                f"than version {SCHEMA_VERSION} that this plantbus knows: upgrade "
-                f"plantbus on this host before starting it."
+                f"than version {SCHEMA_VERSION} that this plantbus supports, "
+                f"so upgrade plantbus on this host before starting it."
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version - 1]:

@@ -25,6 +25,7 @@ from plantbus.state.store import (
     StateStore,
     check_status,
     dead_letter_from_row,
+    dead_letter_where,
 )
 
 logger = logging.getLogger("plantbus.state")
@@ -279,33 +280,8 @@ class SqliteStateStore(StateStore):
         return await self._run(self._dead_letters, where, limit)
 
     def _dead_letters(self, where: DeadLetterFilter, limit: int) -> list[DeadLetter]:
-        clauses: list[str] = []
-        parameters: list[Any] = []
-        if where.ids is not None:
-            clauses.append(f"id IN ({','.join('?' * len(where.ids))})")
-            parameters.extend(where.ids)
-        for column, value in (
-            ("event_type", where.event_type),
-            ("event_id", where.event_id),
-            ("sink", where.sink),
-            ("status", where.status),
-            ("pipeline", where.pipeline),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                parameters.append(value)
-        if where.error_contains is not None:
-            clauses.append("instr(error, ?) > 0")
-            parameters.append(where.error_contains)
-        if where.since is not None:
-            clauses.append("created_at >= ?")
-            parameters.append(where.since)
-        if where.until is not None:
-            clauses.append("created_at < ?")
-            parameters.append(where.until)
-        sql = "SELECT * FROM dead_letters"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
+        condition, parameters = dead_letter_where(where, "qmark")
+        sql = "SELECT * FROM dead_letters" + condition
         sql += " ORDER BY id LIMIT ?"
         parameters.append(limit)
         return [

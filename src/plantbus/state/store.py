@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from plantbus.state.dead_letters import Attempt, DeadLetter
 
@@ -98,6 +98,55 @@ class DeadLetterFilter:
     since: float | None = None
     until: float | None = None
     status: str | None = "open"
+
+
+def dead_letter_where(
+    where: DeadLetterFilter, paramstyle: Literal["qmark", "format"]
+) -> tuple[str, list[Any]]:
+    """Build the WHERE clause and its parameters that select a filter's dead letters.
+
+    `paramstyle` is the driver's DB-API parameter style: "qmark" (`?`) for
+    sqlite3, "format" (`%s`) for psycopg. The clause is empty when the filter
+    matches every dead letter.
+    """
+    sqlite = paramstyle == "qmark"
+    mark = "?" if sqlite else "%s"
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    if where.ids is not None:
+        if sqlite:
+            clauses.append(f"id IN ({','.join('?' * len(where.ids))})")
+            parameters.extend(where.ids)
+        else:
+            # psycopg binds a list as one array parameter, whatever its length.
+            clauses.append("id = ANY(%s)")
+            parameters.append(list(where.ids))
+    for column, value in (
+        ("event_type", where.event_type),
+        ("event_id", where.event_id),
+        ("sink", where.sink),
+        ("status", where.status),
+        ("pipeline", where.pipeline),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            parameters.append(value)
+
+    if where.error_contains is not None:
+        # SQLite calls the substring search instr, PostgreSQL strpos.
+        position = "instr" if sqlite else "strpos"
+        clauses.append(f"{position}(error, {mark}) > 0")
+        parameters.append(where.error_contains)
+    if where.since is not None:
+        clauses.append(f"created_at >= {mark}")
+        parameters.append(where.since)
+    if where.until is not None:
+        clauses.append(f"created_at < {mark}")
+        parameters.append(where.until)
+
+    if not clauses:
+        return "", parameters
+    return " WHERE " + " AND ".join(clauses), parameters
 
 
 @dataclass(frozen=True, slots=True)
