@@ -81,9 +81,9 @@ async def test_edi_source_856_ingested_and_997_written(
     assert event.source == "urn:plantbus:source:x12-in"
     assert harness.dead_letters == []
     assert (source.done_dir / sample.name).exists()
-    answer = (source.outbox / "856_Example1.997.x12").read_bytes()
-    assert b"AK5~A*" in answer
-    assert b"AK9~A~1~1~1*" in answer
+    acknowledgement = (source.outbox / "856_Example1.997.x12").read_bytes()
+    assert b"AK5~A*" in acknowledgement
+    assert b"AK9~A~1~1~1*" in acknowledgement
 
 
 async def test_edi_source_same_asn_twice_one_event(
@@ -102,7 +102,7 @@ async def test_edi_source_same_asn_twice_one_event(
     ]
 
 
-async def test_edi_source_unsupported_set_dead_letter_and_997(
+async def test_edi_source_unsupported_set_rejected(
     tmp_path: Path, harness: Harness, samples_dir: Path
 ) -> None:
     source = make_source(tmp_path, "x12")
@@ -119,11 +119,11 @@ async def test_edi_source_unsupported_set_dead_letter_and_997(
     assert "SE01 is '33'" in letter.error
     assert letter.details["problems"][0]["location"].startswith("group '1421'")
     assert (source.rejected_dir / sample.name).exists()
-    answer = (source.outbox / "po850.997.x12").read_text()
-    assert "AK5*R*1*4\n" in answer
+    acknowledgement = (source.outbox / "po850.997.x12").read_text()
+    assert "AK5*R*1*4\n" in acknowledgement
 
 
-async def test_edi_source_missing_isa_dead_letter_without_answer(
+async def test_edi_source_missing_isa_no_acknowledgement(
     tmp_path: Path, harness: Harness, samples_dir: Path
 ) -> None:
     source = make_source(tmp_path, "x12")
@@ -154,11 +154,11 @@ async def test_edi_source_desadv_ingested_and_contrl_written(
     (event,) = await harness.events()
     assert event.data["asn_id"] == "Y02197250"
     assert harness.dead_letters == []
-    answer = (source.outbox / "D96ADESADV.contrl.edi").read_bytes()
-    assert b"UCM+142+DESADV:0:96A:UN+7'" in answer
+    acknowledgement = (source.outbox / "D96ADESADV.contrl.edi").read_bytes()
+    assert b"UCM+142+DESADV:0:96A:UN+7'" in acknowledgement
 
 
-async def test_edi_source_order_error_dead_letter_names_element(
+async def test_edi_source_order_error_names_element(
     tmp_path: Path, harness: Harness, samples_dir: Path
 ) -> None:
     source = make_source(tmp_path, "edifact")
@@ -170,8 +170,8 @@ async def test_edi_source_order_error_dead_letter_names_element(
     assert letter.content_type == "application/edifact"
     assert "segment IMD at position 359 element 3 component 6" in letter.error
     assert "syntax error code 16" in letter.error
-    answer = (source.outbox / "example_order_error.contrl.edi").read_bytes()
-    assert b"UCS+359+16'UCD+16+3:6'" in answer
+    acknowledgement = (source.outbox / "example_order_error.contrl.edi").read_bytes()
+    assert b"UCS+359+16'UCD+16+3:6'" in acknowledgement
 
 
 async def test_edi_source_built_by_hub_from_config(tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ async def _logged(hub: Hub) -> list[dict[str, object]]:
     return [r.event.to_dict() for r in sorted(records, key=lambda r: r.offset)]
 
 
-async def test_flatfile_source_ingests_good_rows_and_dead_letters_bad(
+async def test_flatfile_source_splits_good_and_bad(
     csv_hub: Hub, tmp_path: Path
 ) -> None:
     inbox = tmp_path / "inbox"
@@ -160,7 +160,7 @@ async def test_flatfile_source_dedupes_redropped_file(
     assert (inbox / "done" / "shift-again.csv").exists()
 
 
-async def test_flatfile_source_redrives_row_as_file_of_same_layout(
+async def test_flatfile_source_redrive_same_layout(
     csv_hub: Hub, tmp_path: Path
 ) -> None:
     inbox = tmp_path / "inbox"
@@ -204,7 +204,7 @@ async def test_flatfile_source_rejects_unreadable_file_whole(
     assert (inbox / "rejected" / "other.csv").read_bytes() == data
 
 
-async def test_flatfile_source_reads_fixed_width_with_id_column(
+async def test_flatfile_source_fixed_width_id_column(
     tmp_path: Path,
 ) -> None:
     hub = await _hub(tmp_path, "fixed_width", FIXED_LAYOUT)

@@ -73,7 +73,7 @@ def report(outcome: EdiOutcome) -> list[str]:
     ]
 
 
-def test_edifact_desadv_packs_lots_serials_and_decimal_comma() -> None:
+def test_edifact_desadv_packs_lots_serials() -> None:
     outcome = read(interchange(BODY))
 
     assert outcome.rejections == []
@@ -157,7 +157,7 @@ def test_edifact_desadv_other_service_characters() -> None:
     assert outcome.acknowledgement.startswith(b"UNA|*.# !UNB*UNOC|3*PLANTBUS|14*")
 
 
-def test_edifact_desadv_bad_sscc_rejected_with_ucs_ucd() -> None:
+def test_edifact_desadv_rejects_bad_sscc() -> None:
     body = [s.replace(CARTON, CARTON[:-1] + "9") for s in BODY]
 
     outcome = read(interchange(body))

@@ -141,8 +141,10 @@ def test_edifact_contrl_keeps_sender_una(samples_dir: Path) -> None:
     with_una = read(samples_dir, "example_utf8.edi").acknowledgement
     without = read(samples_dir, "D96ADESADV.edi").acknowledgement
 
-    assert with_una is not None and with_una.startswith(b"UNA:+.? '")
-    assert without is not None and without.startswith(b"UNB+UNOC:1+8888888:ZZ+")
+    assert with_una is not None
+    assert with_una.startswith(b"UNA:+.? '")
+    assert without is not None
+    assert without.startswith(b"UNB+UNOC:1+8888888:ZZ+")
 
 
 def test_edifact_samples_every_file_covered(samples_dir: Path) -> None:

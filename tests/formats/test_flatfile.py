@@ -82,7 +82,7 @@ def _row_id(data: bytes, line: int) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{digest}:{line}"))
 
 
-def test_csv_reader_keeps_good_rows_of_bad_file() -> None:
+def test_csv_reader_keeps_good_rows() -> None:
     result = _parser(CSV_LAYOUT)(CSV_FILE, "orders.csv")
 
     assert isinstance(result, ParsedFile)
@@ -152,7 +152,7 @@ def test_csv_reader_keeps_good_rows_of_bad_file() -> None:
     )
 
 
-def test_csv_reader_gives_same_ids_for_same_bytes() -> None:
+def test_csv_reader_same_bytes_same_ids() -> None:
     parser = _parser(CSV_LAYOUT)
 
     first = parser(CSV_FILE, "orders.csv")
@@ -179,7 +179,7 @@ def test_csv_reader_takes_ids_from_id_column() -> None:
     assert [e.id for e in result.events] == expected
 
 
-def test_csv_reader_strips_utf8_bom_and_reads_positions() -> None:
+def test_csv_reader_utf8_bom_and_positions() -> None:
     layout = {
         "encoding": "utf-8-sig",
         "header": False,
@@ -226,7 +226,7 @@ def test_csv_reader_rejects_header_without_configured_column() -> None:
     )
 
 
-def test_csv_reader_rejects_undecodable_byte_in_one_row() -> None:
+def test_csv_reader_rejects_undecodable_byte() -> None:
     # 0x81 has no character in cp1252.
     data = CSV_FILE.replace(b"Schraube;12,5;", b"Schr\x81ube;12,5;")
 
@@ -238,7 +238,7 @@ def test_csv_reader_rejects_undecodable_byte_in_one_row() -> None:
     assert "not valid cp1252" in lines[3]["rule"]
 
 
-def test_csv_reader_rejects_broken_quotes_and_extra_values() -> None:
+def test_csv_reader_rejects_broken_quotes() -> None:
     data = (
         "Auftrag;Artikel;Menge;ME;Ende;Charge\n"
         'WO-5;"Bol"zen;1;u;02.03.2026 10:00;\n'
@@ -261,7 +261,7 @@ def test_csv_reader_rejects_broken_quotes_and_extra_values() -> None:
     )
 
 
-def test_csv_reader_rejects_skipped_and_twice_occurring_times() -> None:
+def test_csv_reader_rejects_dst_gap_and_fold() -> None:
     data = (
         "Auftrag;Artikel;Menge;ME;Ende;Charge\n"
         "WO-8;A;1;u;29.03.2026 02:30;\n"
@@ -347,7 +347,7 @@ def test_flatfile_parser_rejects_inconsistent_layout() -> None:
         FlatFileLayout.model_validate({**CSV_LAYOUT, "timezone": "Mars/Olympus"})
 
 
-def test_fixed_width_reader_skips_title_and_header_lines() -> None:
+def test_fixed_width_reader_skips_title_header() -> None:
     data = (
         "Verbrauch Schicht 1\n"
         "order   item      qty     unitat\n"

@@ -87,10 +87,11 @@ def read(data: bytes, **options: object) -> EdiOutcome:
     return read_x12(data, "test.x12", source="urn:test", now=NOW, **options)  # type: ignore[arg-type]
 
 
-def answer(outcome: EdiOutcome) -> list[str]:
+def acknowledgement_notes(outcome: EdiOutcome) -> list[str]:
+    """Return the TA1 and AK segments of an acknowledgement."""
     assert outcome.acknowledgement is not None
     text = outcome.acknowledgement.decode("utf-8")
-    delimiters = read_delimiters(text, "answer")
+    delimiters = read_delimiters(text, "acknowledgement")
     return [
         "*".join([s.tag, *s.elements])
         for s in split_segments(text, delimiters)
@@ -140,7 +141,7 @@ def test_x12_reader_packs_lots_serials_and_dates() -> None:
     ]
 
 
-def test_x12_reader_default_zone_applies_without_time_code() -> None:
+def test_x12_reader_default_zone_without_code() -> None:
     outcome = read(interchange(SHIP_NOTICE), zone=ZoneInfo("Europe/Berlin"))
 
     data = outcome.events[0].data
@@ -182,13 +183,13 @@ def test_x12_reader_delimiters_from_isa_any_layout(
     assert "AK5" + element + "A" + terminator in text
 
 
-def test_x12_reader_bad_sscc_check_digit_rejects_set() -> None:
+def test_x12_reader_rejects_bad_sscc() -> None:
     body = [s.replace(CARTON, CARTON[:-1] + "9") for s in SHIP_NOTICE]
 
     outcome = read(interchange(body))
 
     assert outcome.events == []
-    assert answer(outcome) == [
+    assert acknowledgement_notes(outcome) == [
         "AK1*SH*55",
         "AK2*856*0001",
         "AK3*MAN*14**8",
@@ -206,16 +207,16 @@ def test_x12_reader_decimal_comma_quantity_rejected() -> None:
 
     outcome = read(interchange(body))
 
-    assert "AK3*SN1*17**8" in answer(outcome)
-    assert "AK4*2**6*12,5" in answer(outcome)
+    assert "AK3*SN1*17**8" in acknowledgement_notes(outcome)
+    assert "AK4*2**6*12,5" in acknowledgement_notes(outcome)
 
 
-def test_x12_reader_two_lots_on_one_item_rejected() -> None:
+def test_x12_reader_rejects_two_lots() -> None:
     body = [*SHIP_NOTICE[:-1], "REF*LT*LOT-4", "CTT*3"]
 
     outcome = read(interchange(body))
 
-    assert "AK3*REF*28**5" in answer(outcome)
+    assert "AK3*REF*28**5" in acknowledgement_notes(outcome)
     assert "more than one lot" in outcome.rejections[0].message
 
 
@@ -224,15 +225,15 @@ def test_x12_reader_unknown_parent_level_rejected() -> None:
 
     outcome = read(interchange(body))
 
-    assert "AK3*HL*24**8" in answer(outcome)
-    assert "AK4*2**7*9" in answer(outcome)
+    assert "AK3*HL*24**8" in acknowledgement_notes(outcome)
+    assert "AK4*2**7*9" in acknowledgement_notes(outcome)
 
 
 def test_x12_reader_segment_count_mismatch_rejected() -> None:
     outcome = read(interchange(SHIP_NOTICE, set_count="5"))
 
     assert outcome.events == []
-    assert "AK5*R*4" in answer(outcome)
+    assert "AK5*R*4" in acknowledgement_notes(outcome)
     assert "SE01 is '5'" in outcome.rejections[0].message
 
 
@@ -240,7 +241,7 @@ def test_x12_reader_group_control_mismatch_rejects_group() -> None:
     outcome = read(interchange(SHIP_NOTICE, group_control="56"))
 
     assert outcome.events == []
-    assert answer(outcome)[-1] == "AK9*R*1*1*1*4"
+    assert acknowledgement_notes(outcome)[-1] == "AK9*R*1*1*1*4"
 
 
 def test_x12_reader_missing_trailer_gives_ta1() -> None:
@@ -249,7 +250,7 @@ def test_x12_reader_missing_trailer_gives_ta1() -> None:
     outcome = read(data)
 
     assert outcome.events == []
-    assert answer(outcome) == ["TA1*000000101*260301*0930*R*023"]
+    assert acknowledgement_notes(outcome) == ["TA1*000000101*260301*0930*R*023"]
 
 
 @pytest.mark.parametrize(
@@ -273,5 +274,5 @@ def test_x12_reader_control_character_rejected() -> None:
     outcome = read(interchange(body))
 
     assert outcome.events == []
-    assert "AK3*LIN*19**8" in answer(outcome)
-    assert "AK4*3**6*C-2\x0701" in answer(outcome)
+    assert "AK3*LIN*19**8" in acknowledgement_notes(outcome)
+    assert "AK4*3**6*C-2\x0701" in acknowledgement_notes(outcome)

@@ -28,7 +28,7 @@ def acknowledgement_notes(outcome: EdiOutcome) -> list[str]:
     """Return the TA1 and AK segments of an acknowledgement, split by its delimiters."""
     assert outcome.acknowledgement is not None
     text = outcome.acknowledgement.decode("utf-8")
-    delimiters = read_delimiters(text, "answer")
+    delimiters = read_delimiters(text, "acknowledgement")
     segments = split_segments(text, delimiters)
     assert segments[-1].tag == "IEA"
     return [
@@ -304,7 +304,7 @@ REJECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "x12.wrong.GS.txt": (
         ("TA1*000000049*101127*1719*R*024",),
-        ("segment 'XX' at position 2 stands where a GS group header",),
+        ("segment 'XX' at position 2 is found where a GS group header",),
     ),
 }
 
@@ -336,19 +336,19 @@ def test_x12_sample_856_gives_exact_event(samples_dir: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
-def test_x12_sample_rejected_with_exact_answer(samples_dir: Path, name: str) -> None:
-    answer, reasons = REJECTED[name]
+def test_x12_sample_rejected_exact_notes(samples_dir: Path, name: str) -> None:
+    expected_notes, reasons = REJECTED[name]
 
     outcome = read(samples_dir, name)
 
     assert outcome.events == []
-    assert tuple(acknowledgement_notes(outcome)) == answer
+    assert tuple(acknowledgement_notes(outcome)) == expected_notes
     assert len(outcome.rejections) == len(reasons)
     for rejection, reason in zip(outcome.rejections, reasons, strict=True):
         assert reason in rejection.message
 
 
-def test_x12_sample_same_file_twice_same_event_id(samples_dir: Path) -> None:
+def test_x12_sample_read_twice_same_id(samples_dir: Path) -> None:
     first = read(samples_dir, "856_Example1.txt").events[0]
     second = read(samples_dir, "856_Example1.txt").events[0]
 

@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from plantbus.errors import EdiError
+from plantbus.formats.shipnotice import EdiOutcome
+
 T = TypeVar("T")
 
 # Few examples keep the suite fast; the atheris harnesses under fuzz/ run millions.
@@ -92,6 +95,22 @@ def parse_or_error(
         except error as exc:
             assert str(exc).strip(), f"{type(exc).__name__} has an empty message"
             return exc
+
+
+def check_edi_outcome(read: Callable[[bytes], EdiOutcome], data: bytes) -> None:
+    """Check that `read` raises an EdiError with a message or returns a stable outcome.
+
+    A stable outcome has a message on every rejection, and a second read of the
+    same bytes returns the same event ids and acknowledgement.
+    """
+    result = parse_or_error(read, data, EdiError)
+    if isinstance(result, Exception):
+        return
+    for rejection in result.rejections:
+        assert rejection.describe().strip(), "a rejection has no message"
+    again = read(data)
+    assert [e.id for e in again.events] == [e.id for e in result.events]
+    assert again.acknowledgement == result.acknowledgement
 
 
 class Samples(list[bytes]):

@@ -144,7 +144,7 @@ def dead_letters(hub_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def test_edi_run_rejects_hostile_files_with_reasons(
+def test_edi_run_rejects_hostile_files(
     tmp_path: Path, samples_dir: Path, plantbus_command: Path
 ) -> None:
     hub_dir = tmp_path / "hub"

@@ -109,6 +109,12 @@ def has_control_character(text: str) -> bool:
     return any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in text)
 
 
+def is_ascii_digits(text: str) -> bool:
+    """Return True when `text` is not empty and has only the digits 0 to 9."""
+    # str.isdigit() also accepts digits such as '²' that int() rejects.
+    return text.isascii() and text.isdigit()
+
+
 def unit_symbol(code: str) -> str:
     """Return the plantbus unit symbol of an X12 or UN/ECE unit code."""
     return UNIT_SYMBOLS.get(code.upper(), code)
@@ -116,7 +122,7 @@ def unit_symbol(code: str) -> str:
 
 def sscc_check_digit_valid(sscc: str) -> bool:
     """Return True when `sscc` has 18 digits and a correct GS1 check digit."""
-    if len(sscc) != 18 or not sscc.isascii() or not sscc.isdigit():
+    if len(sscc) != 18 or not is_ascii_digits(sscc):
         return False
     digits = [int(char) for char in sscc[:17]]
     # GS1 weights alternate 3 and 1, starting with 3 at the rightmost data digit.
@@ -141,8 +147,7 @@ def decimal_text(value: str) -> str | None:
         number = Decimal(value)
     except InvalidOperation:
         return None
-    text = format(number.normalize(), "f")
-    return text
+    return format(number.normalize(), "f")
 
 
 def event_id(ids: InterchangeIds, asn_id: str) -> str:
@@ -180,7 +185,7 @@ def ship_notice_event(
         data["packs"] = [_pack_data(pack) for pack in notice.packs]
 
     issued = notice.issued_at or notice.ship_date
-    event = Event(
+    return Event(
         id=event_id(ids, notice.asn_id),
         source=source,
         type=EVENT_TYPE,
@@ -191,7 +196,6 @@ def ship_notice_event(
         correlationid=notice.asn_id,
         plant=plant,
     )
-    return event
 
 
 def _line_data(line: ShipNoticeLine) -> dict[str, Any]:

@@ -80,7 +80,7 @@ async def shipments(client: TrytonClient, event_id: str) -> list[dict[str, Any]]
     )
 
 
-async def test_tryton_asn_creates_draft_shipment_with_moves(
+async def test_tryton_asn_creates_draft_shipment(
     tryton: TrytonClient, supplier: str
 ) -> None:
     asn_id = f"ASN-{uuid.uuid4().hex[:8]}"

@@ -32,7 +32,7 @@ from plantbus.formats.shipnotice import (
     unit_symbol,
 )
 
-# UN/ECE unit code used when QTY names none: one piece.
+# Unit symbol of a QTY without a unit code: one piece.
 DEFAULT_UNIT = "u"
 _DATE_FORMATS = {"102": "%Y%m%d", "203": "%Y%m%d%H%M", "204": "%Y%m%d%H%M%S"}
 

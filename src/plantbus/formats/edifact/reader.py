@@ -4,7 +4,7 @@ pydifact splits the text into segments, honouring the UNA service string
 advice and the release character. This module decodes the bytes by the
 character set that UNB names, checks UNB/UNZ and UNH/UNT (references and
 counts), and checks that no segment or composite has more constituents than
-the segment directory allows. Problems are kept in the form a CONTRL message
+the segment directory allows. Problems are stored in the form a CONTRL message
 reports them: syntax error code (data element 0085), segment position
 counted from UNH as 1, data element and component position.
 """
@@ -21,7 +21,7 @@ from pydifact.exceptions import EDISyntaxError, ValidationError
 from pydifact.parser import Parser
 
 from plantbus.errors import EdiError
-from plantbus.formats.shipnotice import has_control_character
+from plantbus.formats.shipnotice import has_control_character, is_ascii_digits
 
 logger = logging.getLogger("plantbus.formats.edifact")
 
@@ -261,7 +261,7 @@ def _split_messages(interchange: EdifactInterchange, segments: list[Segment]) ->
         if current is None:
             interchange.notes.append(
                 Note(segment.tag, segment.position, INVALID_VALUE,
-                     "a segment outside UNH..UNT stands where UNH or UNZ must be")
+                     "a segment outside UNH..UNT is found where UNH or UNZ is expected")
             )  # fmt: skip
             return
         current.append(segment)
@@ -271,8 +271,8 @@ def _split_messages(interchange: EdifactInterchange, segments: list[Segment]) ->
     if current is not None:
         interchange.messages.append(_message(current))
     if trailer is not None and trailer.position < segments[-1].position:
-        # A file holds one interchange; a second one after UNZ would
-        # otherwise be dropped without a word to the sender.
+        # A file contains one interchange, so a second one after UNZ would
+        # otherwise be dropped without a message to the sender.
         after = segments[trailer.position + 1]
         interchange.notes.append(
             Note(after.tag, after.position, INVALID_VALUE,
@@ -302,7 +302,7 @@ def _message(segments: list[Segment]) -> Message:
                  f"{message.reference!r}", 2, 1, trailer.component(2))
         )  # fmt: skip
     count = trailer.component(1)
-    if not _digits(count) or int(count) != len(body):
+    if not is_ascii_digits(count) or int(count) != len(body):
         message.notes.append(
             Note("UNT", trailer.position, COUNT_DOES_NOT_MATCH,
                  f"UNT counts {count!r} segments but the message has "
@@ -362,14 +362,9 @@ def _check_trailer(interchange: EdifactInterchange, trailer: Segment | None) -> 
         )  # fmt: skip
         return
     count = trailer.component(1)
-    if not _digits(count) or int(count) != len(interchange.messages):
+    if not is_ascii_digits(count) or int(count) != len(interchange.messages):
         interchange.notes.append(
             Note("UNZ", trailer.position, COUNT_DOES_NOT_MATCH,
                  f"UNZ counts {count!r} messages but the interchange has "
                  f"{len(interchange.messages)}", 1, 1, count)
         )  # fmt: skip
-
-
-def _digits(text: str) -> bool:
-    # str.isdigit() also accepts digits such as '²' that int() refuses.
-    return text.isascii() and text.isdigit()

@@ -17,8 +17,7 @@ def read_fixed_width(lines: list[Line], layout: FlatFileLayout) -> Iterator[Row]
     keeps the characters that are there.
     """
     index = {column.name: position for position, column in enumerate(layout.columns)}
-    skip = layout.skip_lines + (1 if layout.has_header("fixed_width") else 0)
-    for line in lines[skip:]:
+    for line in lines[layout.preamble_lines("fixed_width") :]:
         text = line.text.rstrip("\r\n")
         if not text.strip():
             continue

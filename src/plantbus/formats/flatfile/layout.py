@@ -156,15 +156,21 @@ class FlatFileLayout(_Strict):
         """Return True when a file of `format` ("csv" or "fixed_width") has a header."""
         return self.header if self.header is not None else format == "csv"
 
+    def preamble_lines(self, format: str) -> int:
+        """Return the number of lines before the first record: skipped and header."""
+        return self.skip_lines + (1 if self.has_header(format) else 0)
+
     def zone(self) -> zoneinfo.ZoneInfo | None:
         """Return the plant's time zone, or None when the layout sets none."""
         return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
 
     def references(self) -> list[tuple[str, ColumnRef]]:
         """Return every column that a field, the unit, the id or a key reads."""
-        specs = [(name, spec) for name, spec in self.fields.items()]
-        specs += [("subject", s) for s in [self.subject] if s is not None]
-        specs += [("partition_key", s) for s in [self.partition_key] if s is not None]
+        specs = list(self.fields.items())
+        if self.subject is not None:
+            specs.append(("subject", self.subject))
+        if self.partition_key is not None:
+            specs.append(("partition_key", self.partition_key))
         refs: list[tuple[str, ColumnRef]] = []
         for name, spec in specs:
             if spec.column is not None:

@@ -66,8 +66,7 @@ class FlatFileParser:
         # A rejected row keeps the lines before the data (byte order mark,
         # skipped lines, header) in front of its own bytes, so that writing it
         # back into the inbox (a redrive) gives a file of the same layout.
-        header = self.layout.has_header(self.format)
-        preamble_lines = self.layout.skip_lines + (1 if header else 0)
+        preamble_lines = self.layout.preamble_lines(self.format)
         preamble = bom + b"".join(line.raw for line in lines[:preamble_lines])
 
         events: list[Event] = []

@@ -140,7 +140,7 @@ class RowMapper:
             raise _CellProblem(
                 _label(ref),
                 escape_undecodable(text),
-                f"holds bytes that are not valid {self.layout.encoding}; check "
+                f"contains bytes that are not valid {self.layout.encoding}; check "
                 f"the layout's `encoding`",
             )
         return text

@@ -13,6 +13,7 @@ from plantbus.formats.shipnotice import (
     EdiOutcome,
     EdiRejection,
     InterchangeIds,
+    is_ascii_digits,
     ship_notice_event,
 )
 from plantbus.formats.x12.ack import acknowledge
@@ -109,7 +110,7 @@ def _read_group(
                 events.append(
                     ship_notice_event(notice, ids, source=source, plant=plant)
                 )
-        elif tx.set_id != SHIP_NOTICE and tx.set_id.isascii() and tx.set_id.isdigit():
+        elif tx.set_id != SHIP_NOTICE and is_ascii_digits(tx.set_id):
             _not_supported(tx)
         for reason in tx.reasons:
             outcome.rejections.append(

@@ -81,6 +81,11 @@ def element_error(
     )
 
 
+def missing_segment(tag: str, set_position: int, rule: str) -> SetRejected:
+    """Return the rejection of a mandatory segment that the set lacks."""
+    return SetRejected(SegmentNote(tag, set_position, SEGMENT_MANDATORY_MISSING, rule))
+
+
 def read_ship_notice(
     segments: list[Segment], *, default_supplier: str, zone: tzinfo
 ) -> ShipNotice:
@@ -106,11 +111,7 @@ class _Reader:
         self.check_characters()
         bsn = next((s for s in self.segments if s.tag == "BSN"), None)
         if bsn is None:
-            raise SetRejected(
-                SegmentNote(
-                    "BSN", 2, SEGMENT_MANDATORY_MISSING, "the BSN segment is missing"
-                )
-            )
+            raise missing_segment("BSN", 2, "the BSN segment is missing")
         asn_id = bsn.element(2).strip()
         if not asn_id:
             raise self.fail(
@@ -125,13 +126,11 @@ class _Reader:
         self.read_shipment(notice, header + root.segments)
         self.read_items(notice, root, purchase_order=None, sscc=None)
         if not notice.lines:
-            raise SetRejected(
-                SegmentNote(
-                    "SN1", self.at(self.segments[-1]), SEGMENT_MANDATORY_MISSING,
-                    "the ship notice has no item level (HL03 'I') with an SN1 "
-                    "quantity",
-                )
-            )  # fmt: skip
+            raise missing_segment(
+                "SN1",
+                self.at(self.segments[-1]),
+                "the ship notice has no item level (HL03 'I') with an SN1 quantity",
+            )
         return notice
 
     def check_characters(self) -> None:
@@ -157,12 +156,9 @@ class _Reader:
             by_number[current.number] = current
             order.append(current)
         if not order:
-            raise SetRejected(
-                SegmentNote(
-                    "HL", 3, SEGMENT_MANDATORY_MISSING,
-                    "the ship notice has no hierarchical level (HL)",
-                )
-            )  # fmt: skip
+            raise missing_segment(
+                "HL", 3, "the ship notice has no hierarchical level (HL)"
+            )
         return order[0]
 
     def level(
@@ -293,12 +289,11 @@ class _Reader:
         if quantity is None:
             if level.children:
                 return
-            raise SetRejected(
-                SegmentNote(
-                    "SN1", self.at(level.segment), SEGMENT_MANDATORY_MISSING,
-                    f"item level {level.number!r} has no SN1 quantity",
-                )
-            )  # fmt: skip
+            raise missing_segment(
+                "SN1",
+                self.at(level.segment),
+                f"item level {level.number!r} has no SN1 quantity",
+            )
 
         if len(lots) > 1:
             extra, _ = lots[1]
@@ -316,20 +311,17 @@ class _Reader:
         if level.parent is not None and level.parent.kind == "I" and not item:
             item = notice.lines[-1].item if notice.lines else None
         if not item:
-            raise SetRejected(
-                SegmentNote(
-                    "LIN", self.at(level.segment), SEGMENT_MANDATORY_MISSING,
-                    f"item level {level.number!r} has no LIN product id",
-                )
-            )  # fmt: skip
+            raise missing_segment(
+                "LIN",
+                self.at(level.segment),
+                f"item level {level.number!r} has no LIN product id",
+            )
 
         amount = decimal_text(quantity.element(2))
         if amount is None:
-            code = (
-                ELEMENT_MANDATORY_MISSING
-                if not quantity.element(2)
-                else (ELEMENT_INVALID_CHARACTER)
-            )
+            code = ELEMENT_INVALID_CHARACTER
+            if not quantity.element(2):
+                code = ELEMENT_MANDATORY_MISSING
             raise self.fail(
                 quantity, 2, code,
                 "SN102 must be a non-negative decimal number such as '12.5'",

@@ -12,6 +12,7 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
+from plantbus.formats.shipnotice import is_ascii_digits
 from plantbus.formats.x12.segments import Segment
 
 # AK403 element codes (723) for dates and times.
@@ -53,7 +54,7 @@ def read_moment(
     date, clock = segment.element(date_at), segment.element(time_at)
     if not date:
         return None
-    if len(date) == 6 and _digits(date):
+    if len(date) == 6 and is_ascii_digits(date):
         century = "20" if int(date[:2]) < 50 else "19"
         date = century + date
     match = re.fullmatch(r"([0-9]{4})([0-9]{2})([0-9]{2})", date)
@@ -91,8 +92,3 @@ def _zone(segment: Segment, zone_at: int | None, default_zone: tzinfo) -> tzinfo
         ELEMENT_INVALID_CODE,
         "DTM04 must be a time code such as 'UT', 'ET' or 'LT'",
     )
-
-
-def _digits(text: str) -> bool:
-    # str.isdigit() also accepts digits such as '²' that int() refuses.
-    return text.isascii() and text.isdigit()

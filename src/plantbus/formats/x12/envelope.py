@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from plantbus.formats.shipnotice import has_control_character
+from plantbus.formats.shipnotice import has_control_character, is_ascii_digits
 from plantbus.formats.x12.segments import Delimiters, Segment
 
 # TA1 interchange note codes (I18) that this reader reports.
@@ -198,8 +198,8 @@ def read_interchange(segments: list[Segment], delimiters: Delimiters) -> Interch
         if segment.tag != "GS":
             interchange.reject(
                 TA1_INVALID_CONTENT,
-                f"segment {segment.tag!r} at position {segment.position} stands "
-                "where a GS group header or the IEA trailer must be",
+                f"segment {segment.tag!r} at position {segment.position} is found "
+                "where a GS group header or the IEA trailer is expected",
             )
             break
         index = _read_group(interchange, segments, index)
@@ -233,7 +233,7 @@ def _check_iea(interchange: Interchange, iea: Segment) -> None:
             "interchange control numbers in header and trailer must be equal",
         )
     elif count != str(len(interchange.groups)) and not (
-        _digits(count) and int(count) == len(interchange.groups)
+        is_ascii_digits(count) and int(count) == len(interchange.groups)
     ):
         interchange.reject(
             TA1_GROUP_COUNT_MISMATCH,
@@ -291,7 +291,7 @@ def _check_ge(group: FunctionalGroup, ge: Segment) -> None:
             "control numbers in header and trailer must be equal"
         )
     declared = ge.element(1)
-    if not _digits(declared) or int(declared) != len(group.sets):
+    if not is_ascii_digits(declared) or int(declared) != len(group.sets):
         group.codes.append(AK9_SET_COUNT_MISMATCH)
         group.reasons.append(
             f"GE01 is {declared!r} but group {group.control!r} has "
@@ -339,15 +339,10 @@ def _read_set(group: FunctionalGroup, segments: list[Segment], start: int) -> in
             "control numbers in header and trailer must be equal"
         )
     declared = trailer.element(1)
-    if not _digits(declared) or int(declared) != len(body):
+    if not is_ascii_digits(declared) or int(declared) != len(body):
         tx.codes.append(AK5_SEGMENT_COUNT_MISMATCH)
         tx.reasons.append(
             f"SE01 is {declared!r} but transaction set {tx.control!r} has "
             f"{len(body)} segments from ST to SE"
         )
     return end + 1
-
-
-def _digits(text: str) -> bool:
-    # str.isdigit() also accepts digits such as '²' that int() refuses.
-    return text.isascii() and text.isdigit()
