@@ -247,11 +247,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000, help="events per mode")
     parser.add_argument("--batch", type=int, default=500, help="events per call")
     parser.add_argument(
-        "--window", type=int, default=2000, help="acknowledgements in flight"
+        "--window",
+        type=int,
+        default=2000,
+        help="maximum publish acknowledgements outstanding at once",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode")
     parser.add_argument(
-        "--url", default="nats://127.0.0.1:4222", help="NATS server URLs, commas"
+        "--url",
+        default="nats://127.0.0.1:4222",
+        help="comma-separated NATS server URLs",
     )
     parser.add_argument("--replicas", type=int, default=1, help="stream replicas")
     parser.add_argument(
@@ -267,14 +272,14 @@ def main() -> None:
     arguments = parser.parse_args()
 
     cluster = None
+    cluster_folder = None
     if arguments.cluster:
         # The test suite's helper writes the node configurations and routes.
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.backbone.nats_servers import Cluster
 
-        cluster = Cluster.create(
-            Path(tempfile.mkdtemp(prefix="plantbus-bench-nats-")), arguments.cluster
-        )
+        cluster_folder = Path(tempfile.mkdtemp(prefix="plantbus-bench-nats-"))
+        cluster = Cluster.create(cluster_folder, arguments.cluster)
         cluster.start()
         arguments.url = cluster.url
     try:
@@ -282,6 +287,8 @@ def main() -> None:
     finally:
         if cluster is not None:
             cluster.stop()
+        if cluster_folder is not None:
+            shutil.rmtree(cluster_folder, ignore_errors=True)
     print_table(result)
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     arguments.output.write_text(json.dumps(result, indent=2) + "\n")

@@ -32,7 +32,7 @@ _MACHINE_START = [
 ]
 
 
-def answers(port: int, host: str = "127.0.0.1") -> bool:
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
     """Return whether something accepts TCP connections on a port."""
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -44,15 +44,17 @@ def answers(port: int, host: str = "127.0.0.1") -> bool:
 def wait_for_port(port: int, seconds: float) -> None:
     """Wait until a port accepts connections, or fail after `seconds`."""
     deadline = time.monotonic() + seconds
-    while not answers(port):
+    while not is_listening(port):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"Nothing answered on 127.0.0.1:{port} in {seconds} s.")
+            raise RuntimeError(
+                f"No server is listening on 127.0.0.1:{port} after {seconds} s."
+            )
         time.sleep(0.05)
 
 
 def machine_nats() -> str:
     """Return the URL of the machine's NATS, starting the service if it is down."""
-    if not answers(4222):
+    if not is_listening(4222):
         subprocess.run(_MACHINE_START, check=True)
         wait_for_port(4222, 10.0)
     return MACHINE_URL
@@ -92,12 +94,13 @@ class Node:
 
     def start(self) -> None:
         """Start the server process with its configuration file."""
-        log = self.config.with_suffix(".log").open("ab")
-        self.process = subprocess.Popen(
-            [str(venv_nats_server()), "-c", str(self.config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # The child process has its own copy of the log file descriptor.
+        with self.config.with_suffix(".log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(venv_nats_server()), "-c", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         wait_for_port(self.client_port, 10.0)
 
     def kill(self) -> None:

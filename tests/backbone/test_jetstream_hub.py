@@ -10,7 +10,7 @@ from plantbus.config.model import HubConfig
 from plantbus.hub import _make_log
 
 
-def test_backbone_config_jetstream_builds_log_with_limits() -> None:
+def test_backbone_config_builds_jetstream_log() -> None:
     config = HubConfig.model_validate(
         {
             "backbone": {
@@ -37,10 +37,10 @@ def test_backbone_config_jetstream_builds_log_with_limits() -> None:
     assert log.max_bytes == 1_572_864
 
 
-def test_backbone_config_embedded_builds_no_jetstream_log() -> None:
+def test_backbone_config_embedded_no_jetstream() -> None:
     assert _make_log(HubConfig.model_validate({})) is None
 
 
-def test_backbone_config_stream_with_dot_is_rejected() -> None:
+def test_backbone_config_stream_dot_rejected() -> None:
     with pytest.raises(pydantic.ValidationError, match="stream"):
         HubConfig.model_validate({"backbone": {"kind": "jetstream", "stream": "a.b"}})

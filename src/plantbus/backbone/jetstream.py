@@ -6,13 +6,14 @@ which the stream de-duplicates within its duplicate window. docs/jetstream.md
 describes the layout and the failure handling.
 
 Committed offsets live in the key-value bucket `<stream>-offsets`, one key per
-consumer group, not in durable consumers: `EventLog` lets the caller commit
-any offset (also past the end of the log), move a group backwards with `seek`,
-and read back exactly what it stored. A durable consumer's acknowledgement
-floor only moves forward, only to a sequence it has delivered, and commits as
-acknowledgements would fetch every record twice. A key-value update is one
-replicated write and any offset, and its compare-and-set on the revision keeps
-two processes from losing each other's commits.
+consumer group, not in durable consumers. `EventLog` lets the caller commit
+any offset (also past the end of the log) and move a group backwards with
+`seek`, and `committed` returns exactly the offsets that were stored. A durable
+consumer's acknowledgement floor only moves forward, only to a sequence it has
+delivered, and commits as acknowledgements would fetch every record twice. A
+key-value update is one replicated write that accepts any offset, and its
+compare-and-set on the revision keeps two processes from losing each other's
+commits.
 """
 
 from __future__ import annotations
@@ -32,8 +33,16 @@ from plantbus.backbone import jetstream_scan as scans
 from plantbus.backbone import jetstream_stream as streams
 from plantbus.backbone.jetstream_offsets import OffsetStore
 from plantbus.backbone.jetstream_publish import Outgoing, Publisher
-from plantbus.backbone.jetstream_reader import AppendWatch, Reader, check_positions
-from plantbus.backbone.log import Appended, EventLog, Record, partition_for
+from plantbus.backbone.jetstream_reader import Reader
+from plantbus.backbone.log import (
+    Appended,
+    AppendWatch,
+    EventLog,
+    Record,
+    check_positions,
+    check_seek_target,
+    partition_for,
+)
 from plantbus.errors import BackboneError
 from plantbus.events.envelope import Event
 
@@ -72,13 +81,13 @@ class JetStreamLog(EventLog):
                 f"`stream` is {stream!r}: use only letters, digits, '-' and '_', "
                 "because the name is also the first token of every subject."
             )
-        # Comma-separated server URLs; the client fails over between them.
+        # Comma-separated server URLs. The client fails over between them.
         self.url = url
         self.stream = stream
         self.partitions = partitions
         self.replicas = replicas
         self.duplicate_window_seconds = duplicate_window_seconds
-        # Stream limits that the server enforces by itself; None: no limit.
+        # Stream limits that the server enforces by itself, or None for no limit.
         self.max_age_seconds = max_age_seconds
         self.max_bytes = max_bytes
         # Publish acknowledgements outstanding at once, over all appends.
@@ -96,7 +105,7 @@ class JetStreamLog(EventLog):
         self._reader: Reader | None = None
         self._closing = False
         self._watch = AppendWatch(self._stream_last_seq, poll_interval)
-        # Appends in progress; close waits until there are none.
+        # Number of appends in progress. close() waits until it is zero.
         self._appending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -127,14 +136,7 @@ class JetStreamLog(EventLog):
                 publish_timeout=self.retry_seconds,
             )
             await self._publisher.start()
-            self._reader = Reader(
-                self._nc,
-                self._nc.jsm(),
-                self.stream,
-                self.stream,
-                self.partitions,
-                self.timeout,
-            )
+            self._reader = Reader(self._nc, self.stream, self.partitions, self.timeout)
             await self._nc.subscribe(
                 f"{self.stream}.appended", cb=self._on_announcement
             )
@@ -274,16 +276,7 @@ class JetStreamLog(EventLog):
     ) -> dict[int, int]:
         """Move a consumer group to an offset or to the first record at a time."""
         self._check_open()
-        if (offset is None) == (time is None):
-            raise ValueError(
-                f"seek() of group {group!r} needs exactly one of `offset` and `time`; "
-                f"it got offset={offset!r} and time={time!r}."
-            )
-        if time is not None and time.utcoffset() is None:
-            raise ValueError(
-                f"seek() `time` is {time!r} without a timezone; pass an aware "
-                "datetime such as datetime.now(UTC)."
-            )
+        check_seek_target(group, offset, time)
 
         last = await self._stream_last_seq()
         if time is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
@@ -54,7 +54,7 @@ class OffsetStore:
         return cls(bucket, name)
 
     async def load(self, group: str) -> tuple[dict[int, int], int | None]:
-        """Return a group's stored offsets and the key's revision (None: no key)."""
+        """Return a group's stored offsets and the key revision, None if no key."""
         try:
             entry = await self._bucket.get(group_key(group))
         except KeyNotFoundError:
@@ -64,18 +64,20 @@ class OffsetStore:
 
     async def merge(self, group: str, offsets: Mapping[int, int]) -> None:
         """Set the offsets of some partitions and keep those of the others."""
-        for _ in range(_ATTEMPTS):
-            stored, revision = await self.load(group)
-            stored.update(offsets)
-            if await self._store(group, stored, revision):
-                return
-        raise self._contended(group)
+        await self._change(group, lambda stored: {**stored, **offsets})
 
     async def replace(self, group: str, offsets: Mapping[int, int]) -> None:
         """Set the offsets of every partition of a group."""
+        await self._change(group, lambda _: offsets)
+
+    async def _change(
+        self,
+        group: str,
+        update: Callable[[dict[int, int]], Mapping[int, int]],
+    ) -> None:
         for _ in range(_ATTEMPTS):
-            _, revision = await self.load(group)
-            if await self._store(group, offsets, revision):
+            stored, revision = await self.load(group)
+            if await self._store(group, update(stored), revision):
                 return
         raise self._contended(group)
 

@@ -269,8 +269,8 @@ async def trim_by_age(
     # call have higher sequences and stay.
     keep_from = info.state.last_seq + 1 if first is None else first
     if keep_from <= info.state.first_seq:
-        # Nothing is old enough. A purge is not sent at all: nats-server 2.9
-        # treats a purge up to the first sequence as a purge of everything.
+        # Nothing is old enough, so no purge is sent: nats-server 2.9.10 deletes
+        # every message for a purge request with seq 1.
         return 0
     return await scans.purge_before(nc, stream, keep_from, timeout)
 

@@ -10,9 +10,11 @@ last record it has finished with.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +24,35 @@ from plantbus.events.envelope import Event
 def partition_for(key: str, partitions: int) -> int:
     """Return the partition of a partition key; stable across processes and hosts."""
     return zlib.crc32(key.encode("utf-8")) % partitions
+
+
+def check_positions(values: Mapping[int, int], field: str, partitions: int) -> None:
+    """Raise ValueError for a partition outside the log or a negative offset."""
+    for partition, offset in values.items():
+        if not 0 <= partition < partitions:
+            raise ValueError(
+                f"`{field}` names partition {partition!r}, but the log has "
+                f"partitions 0 to {partitions - 1}."
+            )
+        if offset < 0:
+            raise ValueError(
+                f"`{field}` has the invalid offset {offset!r} for partition "
+                f"{partition}. Offsets are 0 or greater."
+            )
+
+
+def check_seek_target(group: str, offset: int | None, time: datetime | None) -> None:
+    """Raise ValueError unless exactly one of `offset` and an aware `time` is set."""
+    if (offset is None) == (time is None):
+        raise ValueError(
+            f"seek() of group {group!r} needs exactly one of `offset` and `time`, "
+            f"but it got offset={offset!r} and time={time!r}."
+        )
+    if time is not None and time.utcoffset() is None:
+        raise ValueError(
+            f"seek() `time` is {time!r} without a timezone. Pass an aware "
+            "datetime such as datetime.now(UTC)."
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +165,54 @@ class EventLog(ABC):
         self, *, max_age_seconds: float | None = None, max_bytes: int | None = None
     ) -> int:
         """Delete the oldest records beyond an age or a total size; return the count."""
+
+
+class AppendWatch:
+    """Track the last offset known to this process and wake tasks waiting past it."""
+
+    def __init__(
+        self, poll: Callable[[], Awaitable[int]], poll_interval: float
+    ) -> None:
+        # Returns the log's last offset. Polling it finds appends by other
+        # processes that no `note` call reported.
+        self._poll = poll
+        self.poll_interval = poll_interval
+        self.last_offset = 0
+        # Per consumer task, the last offset known when that task last read.
+        self._seen: weakref.WeakKeyDictionary[asyncio.Task[object], int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._appended = asyncio.Event()
+
+    def note(self, offset: int) -> None:
+        """Record an offset that exists, and wake the waiters if it is new."""
+        if offset <= self.last_offset:
+            return
+        self.last_offset = offset
+        # Wake every waiter, then give later waiters a fresh event to wait on.
+        appended, self._appended = self._appended, asyncio.Event()
+        appended.set()
+
+    def mark_read(self) -> None:
+        """Remember the last known offset as seen by the current task."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._seen[task] = self.last_offset
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for an offset newer than the current task has seen, or `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        task = asyncio.current_task()
+        seen = self._seen.get(task, self.last_offset) if task else self.last_offset
+
+        while self.last_offset <= seen:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(
+                    self._appended.wait(), min(remaining, self.poll_interval)
+                )
+            except TimeoutError:
+                self.note(await self._poll())

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import sqlite3
 import time as clock
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -21,7 +20,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from plantbus.backbone import sqlite_store as store
-from plantbus.backbone.log import Appended, EventLog, Record, partition_for
+from plantbus.backbone.log import (
+    Appended,
+    AppendWatch,
+    EventLog,
+    Record,
+    check_positions,
+    check_seek_target,
+    partition_for,
+)
 from plantbus.errors import BackboneError
 from plantbus.events.envelope import Event
 
@@ -53,8 +60,6 @@ class SqliteLog(EventLog):
         self.partitions = partitions
         # Seconds that a commit waits for a lock held by another connection.
         self.busy_timeout = busy_timeout
-        # Seconds between checks for appends by other processes in wait_for_append.
-        self.poll_interval = poll_interval
         # Records deleted per transaction by trim, so appends can run in between.
         self.trim_chunk = trim_chunk
 
@@ -65,13 +70,9 @@ class SqliteLog(EventLog):
         self._pending: list[_Pending] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._closing = False
-        # The last offset this process has seen, and per consumer task the value
-        # it had when that task last read. wait_for_append compares the two.
-        self._last_offset = 0
-        self._seen: weakref.WeakKeyDictionary[asyncio.Task[object], int] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._appended = asyncio.Event()
+        # wait_for_append reads the last offset every poll_interval seconds, to
+        # find appends by other processes to the same file.
+        self._watch = AppendWatch(self._poll_last_offset, poll_interval)
 
     async def start(self) -> None:
         """Open the file, create its tables on first use and check the partitions."""
@@ -86,13 +87,14 @@ class SqliteLog(EventLog):
             self._write_connection = await self._on_writer(
                 "open", store.connect, self.path, self.busy_timeout
             )
-            self._last_offset = await self._on_writer(
+            last_offset = await self._on_writer(
                 "create its tables",
                 store.create_schema,
                 self._write_connection,
                 self.path,
                 self.partitions,
             )
+            self._watch.note(last_offset)
             self._read_connection = await self._on_reader(
                 "open", store.connect, self.path, self.busy_timeout
             )
@@ -103,7 +105,7 @@ class SqliteLog(EventLog):
             "Opened event log %s with %d partitions at offset %d",
             self.path,
             self.partitions,
-            self._last_offset,
+            self._watch.last_offset,
         )
 
     async def close(self) -> None:
@@ -114,7 +116,9 @@ class SqliteLog(EventLog):
         if self._flush_task is not None:
             await self._flush_task
         await self._release()
-        logger.info("Closed event log %s at offset %d", self.path, self._last_offset)
+        logger.info(
+            "Closed event log %s at offset %d", self.path, self._watch.last_offset
+        )
 
     async def append(self, events: Sequence[Event]) -> list[Appended]:
         """Append events in one durable transaction shared with concurrent callers."""
@@ -142,13 +146,11 @@ class SqliteLog(EventLog):
     async def read(self, positions: Mapping[int, int], limit: int) -> list[Record]:
         """Return up to `limit` records after each partition's position."""
         self._check_open()
-        self._check_partitions(positions, "positions")
+        check_positions(positions, "positions", self.partitions)
         if limit <= 0 or not positions:
             return []
 
-        task = asyncio.current_task()
-        if task is not None:
-            self._seen[task] = self._last_offset
+        self._watch.mark_read()
         return await self._on_reader(
             "read", store.read_records, self._read_connection, dict(positions), limit
         )
@@ -156,22 +158,7 @@ class SqliteLog(EventLog):
     async def wait_for_append(self, timeout: float) -> None:
         """Wait for a record newer than this task's last read, or `timeout` seconds."""
         self._check_open()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        task = asyncio.current_task()
-        seen = self._seen.get(task, self._last_offset) if task else self._last_offset
-
-        while self._last_offset <= seen:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                await asyncio.wait_for(
-                    self._appended.wait(), min(remaining, self.poll_interval)
-                )
-            except TimeoutError:
-                # Another process may append to the same file without telling us.
-                await self._poll_last_offset()
+        await self._watch.wait(timeout)
 
     async def committed(self, group: str) -> dict[int, int]:
         """Return the committed offset of each partition for a consumer group."""
@@ -187,7 +174,7 @@ class SqliteLog(EventLog):
     async def commit(self, group: str, offsets: Mapping[int, int]) -> None:
         """Store offsets durably, in the same transaction as concurrent appends."""
         self._check_open()
-        self._check_partitions(offsets, "offsets")
+        check_positions(offsets, "offsets", self.partitions)
         if not offsets:
             return
         await self._submit(store.CommitOp(group, dict(offsets)))
@@ -201,16 +188,7 @@ class SqliteLog(EventLog):
     ) -> dict[int, int]:
         """Move a consumer group to an offset or to the first record at a time."""
         self._check_open()
-        if (offset is None) == (time is None):
-            raise ValueError(
-                f"seek() of group {group!r} needs exactly one of `offset` and `time`; "
-                f"it got offset={offset!r} and time={time!r}."
-            )
-        if time is not None and time.utcoffset() is None:
-            raise ValueError(
-                f"seek() `time` is {time!r} without a timezone; pass an aware "
-                "datetime such as datetime.now(UTC)."
-            )
+        check_seek_target(group, offset, time)
         moment = None if time is None else time.timestamp()
 
         offsets = await self._on_writer(
@@ -322,26 +300,18 @@ class SqliteLog(EventLog):
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
-            self._note_offset(
+            self._watch.note(
                 max(
                     (r.offset for o in outcomes if o for r in o if not r.duplicate),
                     default=0,
                 )
             )
 
-    def _note_offset(self, offset: int) -> None:
-        if offset <= self._last_offset:
-            return
-        self._last_offset = offset
-        # Wake every waiter, then give later waiters a fresh event to wait on.
-        appended, self._appended = self._appended, asyncio.Event()
-        appended.set()
-
     async def _poll_last_offset(self) -> int:
         last = await self._on_reader(
             "read the last offset", store.last_offset, self._read_connection
         )
-        self._note_offset(last)
+        self._watch.note(last)
         return last
 
     def _check_open(self) -> None:
@@ -354,19 +324,6 @@ class SqliteLog(EventLog):
                 f"The event log at {str(self.path)!r} is not open: call start() "
                 "before using it."
             )
-
-    def _check_partitions(self, values: Mapping[int, int], field: str) -> None:
-        for partition, offset in values.items():
-            if not 0 <= partition < self.partitions:
-                raise ValueError(
-                    f"`{field}` names partition {partition!r}, but the log has "
-                    f"partitions 0 to {self.partitions - 1}."
-                )
-            if offset < 0:
-                raise ValueError(
-                    f"`{field}` gives partition {partition} the offset {offset!r}; "
-                    "offsets are 0 or greater."
-                )
 
     async def _on_writer(
         self, action: str, function: Callable[..., _T], *args: object, **kwargs: object

@@ -19,7 +19,8 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def describe_error(
     what: str = "The event log",
     error: type[PlantbusError] = BackboneError,
 ) -> PlantbusError:
-    """Turn an SQLite error into a plantbus error that says what to do."""
+    """Turn an SQLite error into a plantbus error that names the fix."""
     name = getattr(exc, "sqlite_errorname", "") or ""
     where = f"{what} at {str(path)!r}"
     if name.startswith("SQLITE_FULL"):
@@ -175,10 +176,22 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     return connection
 
 
-def create_schema(connection: sqlite3.Connection, path: Path, partitions: int) -> int:
-    """Create the tables on first use, check the partitions, return the last offset."""
+@contextmanager
+def _immediate_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """Run the block in a BEGIN IMMEDIATE transaction, rolled back on any error."""
     connection.execute("BEGIN IMMEDIATE")
     try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def create_schema(connection: sqlite3.Connection, path: Path, partitions: int) -> int:
+    """Create the tables on first use, check the partitions, return the last offset."""
+    with _immediate_transaction(connection):
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         tables = connection.execute(
             "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
@@ -206,11 +219,6 @@ def create_schema(connection: sqlite3.Connection, path: Path, partitions: int) -
                 f"partitions, but `partitions` is {partitions}. The partition count "
                 f"of a log is fixed: set `partitions` to {stored}, or use a new file."
             )
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
     return int(last_offset)
 
 
@@ -221,14 +229,8 @@ def write_batch(
 
     Returns, per op, the outcome of each appended event, or None for a commit.
     """
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate_transaction(connection):
         outcomes = _apply(connection, ops)
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
     return outcomes
 
 
@@ -419,8 +421,7 @@ def seek_group(
     moment: float | None,
 ) -> dict[int, int]:
     """Set every committed offset of a group so that reading resumes at a point."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate_transaction(connection):
         if moment is not None:
             first = first_offset_at(connection, moment)
             # Nothing appended since `moment`: resume after the last record.
@@ -434,11 +435,6 @@ def seek_group(
         connection.executemany(
             _UPSERT_OFFSET, [(group, p, o) for p, o in offsets.items()]
         )
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
     return offsets
 
 
@@ -450,14 +446,8 @@ def trim_step(
     chunk: int,
 ) -> int:
     """Delete up to `chunk` records beyond an age or size, oldest first; count them."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate_transaction(connection):
         deleted = _trim(connection, before=before, max_bytes=max_bytes, chunk=chunk)
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
     return deleted
 
 
