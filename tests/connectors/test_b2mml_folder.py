@@ -83,7 +83,7 @@ async def test_b2mml_folder_sink_redelivery_same_file(tmp_path: Path) -> None:
     assert b"<QuantityString>45</QuantityString>" in content
 
 
-async def test_b2mml_folder_sink_odd_event_id_stays_in_folder(tmp_path: Path) -> None:
+async def test_b2mml_folder_sink_odd_event_id(tmp_path: Path) -> None:
     sink = await _sink(tmp_path)
 
     first = await sink.deliver(_released("../orders/MO 7"))

@@ -98,13 +98,13 @@ def test_parse_b2mml_bare_noun_maps_order(b2mml_xsd: Path) -> None:
     [
         (
             "Get",
-            "asks the receiver for data and carries none to map; plantbus "
-            "answers no B2MML Get requests, so send the Show or Sync document "
-            "that carries the data",
+            "requests data from the receiver and carries none to map; plantbus "
+            "responds to no B2MML Get requests, so send the Show or Sync "
+            "document that carries the data",
         ),
         (
             "Cancel",
-            "asks to cancel what it names; plantbus has no cancellation event "
+            "requests to cancel what it names; plantbus has no cancellation event "
             "for B2MML documents, and it rejects the document rather than read "
             "it as a new ProductionSchedule",
         ),

@@ -19,6 +19,8 @@ import re
 import uuid
 from pathlib import Path
 
+import xmlschema
+
 from plantbus.connectors.base import Sink
 from plantbus.errors import PermanentDeliveryError, RetryableDeliveryError
 from plantbus.events.envelope import Event
@@ -29,7 +31,7 @@ from plantbus.formats.b2mml.writer import NAMESPACE_V0600
 
 logger = logging.getLogger("plantbus.connectors.b2mml_folder")
 
-# Event ids that are used as file names as they are; other ids are hashed.
+# Event ids that are used unchanged as file names. Other ids are hashed.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 _SCHEDULE_KIND = DocumentKind(
     namespace=NAMESPACE_V0600,
@@ -61,14 +63,14 @@ class B2mmlFolderSink(Sink):
         self.name = name
         self.path = path
         self.schema_dir = schema_dir
+        self._schema: xmlschema.XMLSchema10 | None = None
 
     async def start(self) -> None:
         """Create the target folder and compile the XSD, if one is configured."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.schema_dir is not None:
-            await asyncio.to_thread(
-                compiled_schema, schema_file(self.schema_dir, _SCHEDULE_KIND)
-            )
+            path = schema_file(self.schema_dir, _SCHEDULE_KIND)
+            self._schema = await asyncio.to_thread(compiled_schema, path)
 
     async def deliver(self, event: Event) -> str | None:
         """Write the event's schedule document and return its file name."""
@@ -76,15 +78,15 @@ class B2mmlFolderSink(Sink):
             document = write_order_released(event)
         except ValueError as exc:
             raise PermanentDeliveryError(str(exc)) from exc
-        if self.schema_dir is not None:
-            self._check(event, document)
-
         name = file_name(event.id)
+        if self.schema_dir is not None:
+            self._check(event, name, document)
+
         try:
             await asyncio.to_thread(self._write, name, document)
         except OSError as exc:
             raise RetryableDeliveryError(
-                f"Cannot write the schedule of event {event.id!r} to "
+                f"Failed to write the schedule of event {event.id!r} to "
                 f"{str(self.path / name)!r}: {exc}."
             ) from exc
         logger.info(
@@ -99,10 +101,9 @@ class B2mmlFolderSink(Sink):
         """Return the sink's name, kind and folder for the dashboard."""
         return {**super().describe(), "path": str(self.path)}
 
-    def _check(self, event: Event, document: bytes) -> None:
-        assert self.schema_dir is not None
-        schema = compiled_schema(schema_file(self.schema_dir, _SCHEDULE_KIND))
-        problems = validate(read_xml(document, file_name(event.id)), schema)
+    def _check(self, event: Event, name: str, document: bytes) -> None:
+        assert self._schema is not None, "start() compiles the schema first"
+        problems = validate(read_xml(document, name), self._schema)
         if problems:
             listed = "; ".join(f"{p.location}: {p.message}" for p in problems)
             raise PermanentDeliveryError(

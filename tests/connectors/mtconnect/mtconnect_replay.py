@@ -12,48 +12,39 @@ from pathlib import Path
 from aiohttp import web
 from lxml import etree
 
-from plantbus.backbone.log import Appended
 from plantbus.connectors.mtconnect.devices import DataItem, read_devices, select_device
-from plantbus.connectors.mtconnect.mapping import Observation
+from plantbus.connectors.mtconnect.mapping import (
+    PARTS_COUNTED,
+    STATE_CHANGED,
+    Observation,
+)
 from plantbus.connectors.mtconnect.shdr import ShdrParser
-from plantbus.events.catalogue import Catalogue
 from plantbus.events.envelope import Event
-from plantbus.state.dead_letters import DeadLetter
-
-_CATALOGUE = Catalogue.load()
 
 
-class Recorder:
-    """Ingest and reject callables that validate events and keep them by id."""
+def state_changes(
+    events: Sequence[Event],
+) -> list[tuple[str, str, str | None, str | None]]:
+    """Return (at, state, previous state, program) of each state change event."""
+    return [
+        (
+            e.data["at"],
+            e.data["state"],
+            e.data.get("previous_state"),
+            e.data.get("program"),
+        )
+        for e in events
+        if e.type == STATE_CHANGED
+    ]
 
-    def __init__(self) -> None:
-        self.events: dict[str, Event] = {}
-        self.order: list[Event] = []
-        self.dead_letters: list[DeadLetter] = []
-        self.changed = asyncio.Event()
 
-    async def ingest(self, events: Sequence[Event]) -> list[Appended]:
-        appended = []
-        for event in events:
-            _CATALOGUE.validate(event)
-            duplicate = event.id in self.events
-            if not duplicate:
-                self.events[event.id] = event
-                self.order.append(event)
-            appended.append(Appended(event.id, len(self.events), 0, duplicate))
-        self.changed.set()
-        return appended
-
-    async def reject(self, letter: DeadLetter) -> None:
-        self.dead_letters.append(letter)
-        self.changed.set()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        """Wait until `count` events (new ones, not repeats) have arrived."""
-        async with asyncio.timeout(timeout):
-            while len(self.order) < count:
-                self.changed.clear()
-                await self.changed.wait()
+def part_counts(events: Sequence[Event]) -> list[tuple[str, int, int | None]]:
+    """Return (at, count, delta) of each parts counted event."""
+    return [
+        (e.data["at"], e.data["count"], e.data.get("delta"))
+        for e in events
+        if e.type == PARTS_COUNTED
+    ]
 
 
 def okuma_items(samples: Path) -> dict[str, DataItem]:

@@ -10,19 +10,20 @@ from pathlib import Path
 import aiohttp
 import pytest
 from mtconnect_replay import (
-    Recorder,
     ReplayAgent,
     okuma_items,
     okuma_lines,
     okuma_observations,
+    part_counts,
     sequence_ranges,
+    state_changes,
 )
 from prometheus_client import REGISTRY
 from test_mtconnect_shdr import OKUMA_COUNTS, OKUMA_EVENTS, OKUMA_STATES
+from tests.connectors.event_recorder import Recorder
 
 from plantbus.connectors.mtconnect.agent import AgentSource
 from plantbus.connectors.mtconnect.mapping import (
-    PARTS_COUNTED,
     STATE_CHANGED,
     MachineMapper,
 )
@@ -56,42 +57,24 @@ async def test_agent_source_follows_sequences_of_okuma_log(samples_dir: Path) ->
     agent = await _agent(samples_dir)
     recorder = Recorder()
     source = _source(agent)
-    stop = asyncio.Event()
-    task = asyncio.create_task(source.run(recorder.ingest, recorder.reject, stop))
     try:
-        # The source reads the empty agent's /current first; then the agent
-        # receives the file in steps while the source polls /sample.
-        async with asyncio.timeout(5):
-            while source.next_sequence != 1:
-                await asyncio.sleep(0.01)
-        while agent.pending:
-            agent.release(2_500)
-            async with asyncio.timeout(10):
-                while source.next_sequence != agent.last_sequence + 1:
+        async with recorder.running(source, stop_timeout=5):
+            # The source reads the empty agent's /current first. Then the agent
+            # receives the file in steps while the source polls /sample.
+            async with asyncio.timeout(5):
+                while source.next_sequence != 1:
                     await asyncio.sleep(0.01)
+            while agent.pending:
+                agent.release(2_500)
+                async with asyncio.timeout(10):
+                    while source.next_sequence != agent.last_sequence + 1:
+                        await asyncio.sleep(0.01)
     finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=5)
         await agent.close()
 
     assert agent.last_sequence == OKUMA_OBSERVATIONS
-    states = [
-        (
-            e.data["at"],
-            e.data["state"],
-            e.data.get("previous_state"),
-            e.data.get("program"),
-        )
-        for e in recorder.order
-        if e.type == STATE_CHANGED
-    ]
-    counts = [
-        (e.data["at"], e.data["count"], e.data.get("delta"))
-        for e in recorder.order
-        if e.type == PARTS_COUNTED
-    ]
-    assert states == OKUMA_STATES
-    assert counts == OKUMA_COUNTS
+    assert state_changes(recorder.order) == OKUMA_STATES
+    assert part_counts(recorder.order) == OKUMA_COUNTS
     assert len(recorder.order) == OKUMA_EVENTS
     assert recorder.dead_letters == []
     assert source.lost_observations == 0
@@ -105,7 +88,7 @@ async def test_agent_source_follows_sequences_of_okuma_log(samples_dir: Path) ->
     assert max(end - start for start, end in pages) == 1000
 
 
-async def test_agent_source_gives_same_event_ids_as_shdr(samples_dir: Path) -> None:
+async def test_agent_source_matches_shdr_ids(samples_dir: Path) -> None:
     agent = await _agent(samples_dir)
     agent.release(OKUMA_OBSERVATIONS)
     recorder = Recorder()
@@ -169,7 +152,7 @@ async def test_agent_source_reports_lost_observations(
     assert sequence_ranges(agent.requests) == [11, 411]
 
 
-async def test_agent_source_resyncs_when_error_has_no_header(
+async def test_agent_source_resyncs_headerless_error(
     samples_dir: Path,
 ) -> None:
     agent = await _agent(samples_dir, buffer_size=100)
@@ -225,7 +208,7 @@ async def test_agent_source_rereads_current_after_agent_restart(
     assert source.lost_observations == 0
 
 
-async def test_agent_source_rejects_bad_xml_and_goes_on(samples_dir: Path) -> None:
+async def test_agent_source_rejects_bad_xml(samples_dir: Path) -> None:
     agent = await _agent(samples_dir)
     recorder = Recorder()
     source = _source(agent)
@@ -256,21 +239,18 @@ async def test_agent_source_retries_until_agent_is_up(samples_dir: Path) -> None
     await agent.close()
     recorder = Recorder()
     source = _source(agent)
-    stop = asyncio.Event()
-    task = asyncio.create_task(source.run(recorder.ingest, recorder.reject, stop))
-    await asyncio.sleep(0.3)
-    assert source.next_sequence is None
-
-    # The agent comes up on the same port with 1,000 observations.
-    agent.release(1_000)
-    await agent.start(port)
     try:
-        async with asyncio.timeout(5):
-            while source.next_sequence != 1_001:
-                await asyncio.sleep(0.02)
+        async with recorder.running(source, stop_timeout=5):
+            await asyncio.sleep(0.3)
+            assert source.next_sequence is None
+
+            # The agent comes up on the same port with 1,000 observations.
+            agent.release(1_000)
+            await agent.start(port)
+            async with asyncio.timeout(5):
+                while source.next_sequence != 1_001:
+                    await asyncio.sleep(0.02)
     finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=5)
         await agent.close()
 
     # /current contains the latest values only: the execution is ACTIVE by then.
@@ -284,7 +264,7 @@ async def test_agent_source_retries_until_agent_is_up(samples_dir: Path) -> None
 
 
 @pytest.mark.parametrize("version", ["1.3", "1.7", "2.2"])
-def test_parse_streams_matches_local_names_of_any_version(version: str) -> None:
+def test_parse_streams_any_version(version: str) -> None:
     ns = f"urn:mtconnect.org:MTConnectStreams:{version}"
     document = f"""<?xml version="1.0"?>
 <MTConnectStreams xmlns="{ns}">

@@ -43,7 +43,7 @@ def test_read_devices_finds_both_devices_of_sample(samples_dir: Path) -> None:
     assert "CoolantSystem1_cond" in conditions
 
 
-def test_select_device_needs_name_when_file_has_two(samples_dir: Path) -> None:
+def test_select_device_two_devices(samples_dir: Path) -> None:
     path = _devices_file(samples_dir)
 
     with pytest.raises(
@@ -59,7 +59,7 @@ def test_read_devices_rejects_missing_file(tmp_path: Path) -> None:
         read_devices(tmp_path / "Devices.xml")
 
 
-def test_mtconnect_config_builds_shdr_source_from_hub_file(samples_dir: Path) -> None:
+def test_mtconnect_config_builds_shdr_source(samples_dir: Path) -> None:
     config = TypeAdapter(SourceConfig).validate_python(
         {
             "kind": "mtconnect",

@@ -52,9 +52,7 @@ pipelines:
 """
 
 
-async def test_hub_runs_mtconnect_shdr_source_to_file_sink(
-    tmp_path: Path, samples_dir: Path
-) -> None:
+async def test_hub_runs_shdr_to_file_sink(tmp_path: Path, samples_dir: Path) -> None:
     adapter = ShdrAdapter(okuma_lines(samples_dir))
     await adapter.start()
     devices = samples_dir / "mes" / "mtconnect_cppagent" / "Devices.xml"

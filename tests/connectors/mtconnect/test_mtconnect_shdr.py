@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
 import pytest
-from mtconnect_replay import Recorder, ShdrAdapter, okuma_items, okuma_lines
+from mtconnect_replay import (
+    ShdrAdapter,
+    okuma_items,
+    okuma_lines,
+    part_counts,
+    state_changes,
+)
+from tests.connectors.event_recorder import Recorder
 
 from plantbus.connectors.mtconnect.mapping import (
     MACHINE_DOWN,
     MACHINE_UP,
-    PARTS_COUNTED,
-    STATE_CHANGED,
     MachineMapper,
 )
 from plantbus.connectors.mtconnect.shdr import ShdrLineError, ShdrParser, ShdrSource
@@ -107,45 +111,13 @@ def _source(port: int, samples: Path, **options: float) -> ShdrSource:
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(source: ShdrSource, recorder: Recorder):  # type: ignore[no-untyped-def]
-    stop = asyncio.Event()
-    task = asyncio.create_task(source.run(recorder.ingest, recorder.reject, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=5)
-
-
-def _states(recorder: Recorder) -> list[tuple[str, str, str | None, str | None]]:
-    return [
-        (
-            e.data["at"],
-            e.data["state"],
-            e.data.get("previous_state"),
-            e.data.get("program"),
-        )
-        for e in recorder.order
-        if e.type == STATE_CHANGED
-    ]
-
-
-def _counts(recorder: Recorder) -> list[tuple[str, int, int | None]]:
-    return [
-        (e.data["at"], e.data["count"], e.data.get("delta"))
-        for e in recorder.order
-        if e.type == PARTS_COUNTED
-    ]
-
-
 async def test_shdr_source_maps_okuma_log_over_tcp(samples_dir: Path) -> None:
     adapter = ShdrAdapter(okuma_lines(samples_dir))
     await adapter.start()
     recorder = Recorder()
     source = _source(adapter.port, samples_dir)
     try:
-        async with _running(source, recorder):
+        async with recorder.running(source, stop_timeout=5):
             await recorder.wait_for(OKUMA_EVENTS)
             # Let the rest of the file through to be sure nothing else
             # follows; the source counts the adapter's `* PONG` lines too.
@@ -155,8 +127,8 @@ async def test_shdr_source_maps_okuma_log_over_tcp(samples_dir: Path) -> None:
     finally:
         await adapter.close()
 
-    assert _states(recorder) == OKUMA_STATES
-    assert _counts(recorder) == OKUMA_COUNTS
+    assert state_changes(recorder.order) == OKUMA_STATES
+    assert part_counts(recorder.order) == OKUMA_COUNTS
     assert [e for e in recorder.order if e.type in (MACHINE_DOWN, MACHINE_UP)] == []
     assert len(recorder.order) == OKUMA_EVENTS
     assert recorder.dead_letters == []
@@ -175,15 +147,15 @@ async def test_shdr_source_reconnects_after_adapter_closes(samples_dir: Path) ->
     recorder = Recorder()
     source = _source(adapter.port, samples_dir)
     try:
-        async with _running(source, recorder):
+        async with recorder.running(source, stop_timeout=5):
             await recorder.wait_for(OKUMA_EVENTS)
     finally:
         await adapter.close()
 
     assert adapter.connections == 2
     assert source.connections == 2
-    assert _states(recorder) == OKUMA_STATES
-    assert _counts(recorder) == OKUMA_COUNTS
+    assert state_changes(recorder.order) == OKUMA_STATES
+    assert part_counts(recorder.order) == OKUMA_COUNTS
 
 
 async def test_shdr_source_reconnects_when_heartbeat_stops(
@@ -197,17 +169,17 @@ async def test_shdr_source_reconnects_when_heartbeat_stops(
     source = _source(adapter.port, samples_dir)
     caplog.set_level(logging.WARNING, "plantbus.connectors.mtconnect")
     try:
-        async with _running(source, recorder):
+        async with recorder.running(source, stop_timeout=5):
             await recorder.wait_for(OKUMA_EVENTS)
     finally:
         await adapter.close()
 
     assert adapter.connections == 2
     assert "no data for 0.2s" in caplog.text
-    assert _states(recorder) == OKUMA_STATES
+    assert state_changes(recorder.order) == OKUMA_STATES
 
 
-async def test_shdr_source_rejects_bad_lines_and_goes_on(samples_dir: Path) -> None:
+async def test_shdr_source_rejects_bad_lines(samples_dir: Path) -> None:
     lines = okuma_lines(samples_dir)
     bad = [
         b"yesterday|avail|AVAILABLE\n",
@@ -220,7 +192,7 @@ async def test_shdr_source_rejects_bad_lines_and_goes_on(samples_dir: Path) -> N
     recorder = Recorder()
     source = _source(adapter.port, samples_dir)
     try:
-        async with _running(source, recorder):
+        async with recorder.running(source, stop_timeout=5):
             await recorder.wait_for(OKUMA_EVENTS)
     finally:
         await adapter.close()
@@ -232,8 +204,8 @@ async def test_shdr_source_rejects_bad_lines_and_goes_on(samples_dir: Path) -> N
     assert "empty data item name" in recorder.dead_letters[2].error
     assert {letter.stage for letter in recorder.dead_letters} == {"ingest"}
     assert {letter.source for letter in recorder.dead_letters} == {"okuma-shdr"}
-    assert _states(recorder) == OKUMA_STATES
-    assert _counts(recorder) == OKUMA_COUNTS
+    assert state_changes(recorder.order) == OKUMA_STATES
+    assert part_counts(recorder.order) == OKUMA_COUNTS
 
 
 async def test_shdr_source_emits_down_and_up(samples_dir: Path) -> None:
@@ -249,7 +221,7 @@ async def test_shdr_source_emits_down_and_up(samples_dir: Path) -> None:
     recorder = Recorder()
     source = _source(adapter.port, samples_dir)
     try:
-        async with _running(source, recorder):
+        async with recorder.running(source, stop_timeout=5):
             await recorder.wait_for(4)
     finally:
         await adapter.close()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,7 @@ from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from plantbus.backbone.log import Appended
-from plantbus.events.catalogue import Catalogue
-from plantbus.events.envelope import Event
-from plantbus.state.dead_letters import DeadLetter
-
 NAMESPACE = "urn:plantbus:test:press-cell"
-_CATALOGUE = Catalogue.load()
 
 # The server's own log lines about every connection are noise in test output.
 logging.getLogger("asyncua").setLevel(logging.WARNING)
@@ -131,36 +123,3 @@ async def start_press_server(
     )
     await server.start()
     return PressServer(server, server.bserver.port, namespace, fault, part_count, mode)
-
-
-@dataclass
-class Recorder:
-    """Ingest and reject callables that validate events and keep them by id."""
-
-    events: dict[str, Event] = field(default_factory=dict)
-    order: list[Event] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def ingest(self, events: Sequence[Event]) -> list[Appended]:
-        appended = []
-        for event in events:
-            _CATALOGUE.validate(event)
-            duplicate = event.id in self.events
-            if not duplicate:
-                self.events[event.id] = event
-                self.order.append(event)
-            appended.append(Appended(event.id, len(self.events), 0, duplicate))
-        self.changed.set()
-        return appended
-
-    async def reject(self, letter: DeadLetter) -> None:
-        self.dead_letters.append(letter)
-        self.changed.set()
-
-    async def wait_until(self, check: Any, timeout: float = 15.0) -> None:
-        """Wait until `check()` is true; it is tried after every new event."""
-        async with asyncio.timeout(timeout):
-            while not check():
-                self.changed.clear()
-                await self.changed.wait()

@@ -50,7 +50,7 @@ def test_node_mapper_rules_match_json_values_only() -> None:
 
 
 def test_node_mapper_needs_map_for_other_types() -> None:
-    with pytest.raises(ConfigError, match="has no built-in data; give a JSONata"):
+    with pytest.raises(ConfigError, match=r"has no built-in data\. Give a JSONata"):
         _mapper(type="quality.hold.placed.v1")
 
 
@@ -59,7 +59,7 @@ def test_opcua_node_config_needs_type_or_rules() -> None:
         _mapper()
 
 
-def test_node_mapper_counts_parts_with_delta_and_reset() -> None:
+def test_node_mapper_part_count_delta() -> None:
     mapper = _mapper(type=PARTS_COUNTED)
 
     counts = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from asyncua import ua
-from opcua_server import PressServer, Recorder, make_certificate, start_press_server
+from opcua_server import PressServer, make_certificate, start_press_server
+from tests.connectors.event_recorder import Recorder
 
 from plantbus.config.model import OpcUaNodeConfig, OpcUaSourceConfig
 from plantbus.connectors.opcua.mapping import (
@@ -97,17 +97,6 @@ def _config(server: PressServer, **options: object) -> OpcUaSourceConfig:
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(source: OpcUaSource, recorder: Recorder) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(source.run(recorder.ingest, recorder.reject, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=10)
-
-
 async def _connected(source: OpcUaSource, count: int) -> None:
     async with asyncio.timeout(15):
         while source.connections < count:
@@ -126,7 +115,7 @@ async def test_opcua_source_maps_server_events(press: PressServer) -> None:
     config.nodes[3].ua_event_type = "i=2041"
     recorder = Recorder()
     source = OpcUaSource.from_config(config)
-    async with _running(source, recorder):
+    async with recorder.running(source, stop_timeout=10):
         await _connected(source, 1)
         await press.fire_event("Hydraulic pressure low", _at(20))
         await recorder.wait_until(
@@ -143,7 +132,7 @@ async def test_opcua_source_maps_server_events(press: PressServer) -> None:
     assert event.time == "2026-03-02T06:00:20.125000Z"
 
 
-async def test_opcua_source_logs_in_with_username_and_password(
+async def test_opcua_source_password_login(
     press: PressServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = press
@@ -155,7 +144,10 @@ async def test_opcua_source_logs_in_with_username_and_password(
     )
     wrong_log, right_log = Recorder(), Recorder()
     caplog.set_level(logging.WARNING, "plantbus.connectors.opcua")
-    async with _running(wrong, wrong_log), _running(right, right_log):
+    async with (
+        wrong_log.running(wrong, stop_timeout=10),
+        right_log.running(right, stop_timeout=10),
+    ):
         await _connected(right, 1)
         await server.write(server.part_count, 5, ua.VariantType.UInt32, _at(30))
         await right_log.wait_until(
@@ -164,11 +156,11 @@ async def test_opcua_source_logs_in_with_username_and_password(
 
     assert wrong.connections == 0
     assert wrong_log.order == []
-    assert "Cannot connect to the OPC UA server" in caplog.text
+    assert "Failed to connect to the OPC UA server" in caplog.text
     assert "s3cret" not in caplog.text
 
 
-async def test_opcua_source_rejects_value_that_is_no_count(
+async def test_opcua_source_rejects_non_count(
     press: PressServer,
 ) -> None:
     server = press
@@ -181,7 +173,7 @@ async def test_opcua_source_rejects_value_that_is_no_count(
     )
     recorder = Recorder()
     source = OpcUaSource.from_config(config)
-    async with _running(source, recorder):
+    async with recorder.running(source, stop_timeout=10):
         await _connected(source, 1)
         await server.write(server.mode, "twelve", ua.VariantType.String, _at(40))
         await server.write(server.part_count, 3, ua.VariantType.UInt32, _at(41))
@@ -202,7 +194,7 @@ async def test_opcua_source_rejects_value_that_is_no_count(
     assert decoded.SourceTimestamp == _at(40)
 
 
-async def test_opcua_source_logs_unknown_node_and_goes_on(
+async def test_opcua_source_unknown_node_logged(
     press: PressServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = _config(press)
@@ -217,7 +209,7 @@ async def test_opcua_source_logs_unknown_node_and_goes_on(
     recorder = Recorder()
     source = OpcUaSource.from_config(config)
     caplog.set_level(logging.ERROR, "plantbus.connectors.opcua")
-    async with _running(source, recorder):
+    async with recorder.running(source, stop_timeout=10):
         await _connected(source, 1)
         await press.write(press.part_count, 77, ua.VariantType.UInt32, _at(45))
         await recorder.wait_until(
@@ -237,7 +229,10 @@ async def test_opcua_source_connects_with_security_string(tmp_path: Path) -> Non
     plain = OpcUaSource.from_config(_config(server))
     secure_log, plain_log = Recorder(), Recorder()
     try:
-        async with _running(secure, secure_log), _running(plain, plain_log):
+        async with (
+            secure_log.running(secure, stop_timeout=10),
+            plain_log.running(plain, stop_timeout=10),
+        ):
             await _connected(secure, 1)
             await server.write(server.part_count, 9, ua.VariantType.UInt32, _at(50))
             await secure_log.wait_until(
@@ -263,7 +258,7 @@ async def test_opcua_source_resubscribes_after_server_restart(
     await server.write(server.mode, "IDLE", ua.VariantType.String, _at(0))
     recorder = Recorder()
     source = OpcUaSource.from_config(_config(server))
-    async with _running(source, recorder):
+    async with recorder.running(source, stop_timeout=10):
         await _connected(source, 1)
         await server.write(server.part_count, 41, ua.VariantType.UInt32, _at(1))
         await server.write(server.part_count, 42, ua.VariantType.UInt32, _at(2))

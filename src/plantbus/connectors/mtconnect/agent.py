@@ -88,7 +88,7 @@ class AgentSource(Source):
         self.rejected = 0
 
     async def run(self, ingest: Ingest, reject: Reject, stop: asyncio.Event) -> None:
-        """Poll the agent until `stop` is set; reconnect with backoff after failures."""
+        """Poll the agent until `stop` is set, backing off after failures."""
         logger.info("Polling MTConnect agent %s for source %r.", self.url, self.name)
         delay = self.reconnect_initial
         timeout = aiohttp.ClientTimeout(total=self.timeout)
@@ -98,7 +98,7 @@ class AgentSource(Source):
                     read = await self.poll(http, ingest, reject)
                 except AgentUnavailable as exc:
                     logger.warning(
-                        "%s; source %r retries in %.1fs.", exc, self.name, delay
+                        "%s. Source %r retries in %.1fs.", exc, self.name, delay
                     )
                     await _sleep(stop, delay * random.uniform(0.8, 1.0))
                     delay = min(delay * 2, self.reconnect_max)
@@ -112,7 +112,7 @@ class AgentSource(Source):
     async def poll(
         self, http: aiohttp.ClientSession, ingest: Ingest, reject: Reject
     ) -> int | None:
-        """Read the next page of observations (or `/current` first); return how many.
+        """Read the next page of observations, or `/current` first, and return how many.
 
         Returns None when the source skipped a gap and should read on at once.
         """
@@ -148,7 +148,7 @@ class AgentSource(Source):
         elif self.instance_id is not None:
             self.restarts_seen += 1
             logger.warning(
-                "MTConnect agent %s restarted (instanceId %s, was %s); source %r "
+                "MTConnect agent %s restarted (instanceId %s, was %s). Source %r "
                 "continues from its current values.",
                 self.url,
                 header.instance_id,
@@ -190,7 +190,7 @@ class AgentSource(Source):
         return len(document.observations)
 
     def _skip_gap(self, header: Header) -> bool:
-        """Skip observations that left the agent's buffer; return True if any did."""
+        """Skip observations that left the agent's buffer and return whether any did."""
         assert self.next_sequence is not None
         if header.first_sequence <= self.next_sequence:
             return False
@@ -220,7 +220,7 @@ class AgentSource(Source):
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AgentUnavailable(
-                f"Cannot reach MTConnect agent {url}: {exc or type(exc).__name__}"
+                f"Failed to reach MTConnect agent {url}: {exc or type(exc).__name__}"
             ) from exc
         # The agent reports errors such as OUT_OF_RANGE in an MTConnectError
         # document with a 4xx status, so those bodies are read too.

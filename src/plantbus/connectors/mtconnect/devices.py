@@ -29,7 +29,7 @@ def _local(tag: object) -> str:
 
 
 def read_devices(path: Path) -> dict[str, dict[str, DataItem]]:
-    """Read a Devices.xml file; return each device's data items by id and by name.
+    """Read a Devices.xml file and return each device's data items by id and name.
 
     Devices are keyed by name and by uuid. The namespace differs between
     MTConnect versions, so elements are matched on their local names.
@@ -81,14 +81,14 @@ def select_device(
             known = sorted({items_device(i) for i in devices.values() if i})
             raise ConfigError(
                 f"Device {device!r} is not in the MTConnect devices file "
-                f"{str(path)!r}; set `device` to one of {known!r}."
+                f"{str(path)!r}. Set `device` to one of {known!r}."
             )
         return devices[device]
     names = {items_device(items) for items in devices.values() if items}
     if len(names) != 1:
         raise ConfigError(
             f"The MTConnect devices file {str(path)!r} describes the devices "
-            f"{sorted(names)!r}; set `device` to the one this SHDR stream is for."
+            f"{sorted(names)!r}. Set `device` to the one this SHDR stream is for."
         )
     return next(items for items in devices.values() if items)
 

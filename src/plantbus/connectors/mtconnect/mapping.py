@@ -21,15 +21,12 @@ value. So the same observation read twice (after a reconnect, or from both
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from plantbus.events.envelope import Event, parse_time
-
-logger = logging.getLogger("plantbus.connectors.mtconnect")
 
 STATE_CHANGED = "production.machine.state.changed.v1"
 PARTS_COUNTED = "production.machine.parts.counted.v1"
@@ -71,7 +68,7 @@ class Observation:
     value: str
     sub_type: str | None = None
     category: str | None = None
-    # Agent sequence number; None for SHDR.
+    # Agent sequence number, or None for SHDR.
     sequence: int | None = None
 
 
@@ -108,7 +105,7 @@ class MachineMapper:
         self._machines: dict[str, _Machine] = {}
 
     def machine(self, device: str) -> _Machine:
-        """Return the tracked state of the machine that `device` stands for."""
+        """Return the tracked state of the machine that `device` represents."""
         machine = self._machines.get(device)
         if machine is None:
             machine = _Machine(self.machine_ids.get(device, device))
@@ -116,7 +113,7 @@ class MachineMapper:
         return machine
 
     def map(self, observation: Observation) -> list[Event]:
-        """Return the events that one observation gives, in order; often none."""
+        """Return the events that one observation gives, in order, often none."""
         kind = observation.type
         if kind is None:
             return []
@@ -243,7 +240,7 @@ def _identifier(value: str) -> str | None:
 
 
 def _seconds_between(start: str | None, end: str) -> str | None:
-    """Return the seconds from `start` to `end` as a decimal string, if not negative."""
+    """Return the seconds from `start` to `end` as decimal text, or None if negative."""
     if start is None:
         return None
     elapsed = parse_time(end) - parse_time(start)
@@ -251,8 +248,7 @@ def _seconds_between(start: str | None, end: str) -> str | None:
         return None
     micro = Decimal(elapsed.days * 86_400_000_000 + elapsed.seconds * 1_000_000)
     total = (micro + elapsed.microseconds) / Decimal(1_000_000)
-    text = format(total.normalize(), "f")
-    return text
+    return format(total.normalize(), "f")
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -263,8 +259,8 @@ def parse_timestamp(text: str) -> datetime:
 def normalise_timestamp(text: str) -> str:
     """Return an MTConnect timestamp as RFC 3339 text, keeping its digits.
 
-    MTConnect times are UTC. Some adapters leave out the `Z`; it is added so
-    that the time is unambiguous. An SHDR `@duration` suffix is dropped.
+    MTConnect times are UTC. Some adapters leave out the `Z`, so it is added
+    to make the time unambiguous. An SHDR `@duration` suffix is dropped.
     Raises ValueError for text that is no timestamp.
     """
     stamp = text.strip().split("@", 1)[0]

@@ -40,7 +40,7 @@ _MULTILINE = "--multiline--"
 _CONDITION_FIELDS = 5
 _FIELDS_BY_TYPE = {"MESSAGE": 2, "ALARM": 5}
 _TIME_SERIES_FIELDS = 3
-# Maximum length in bytes of a line from an adapter; longer lines are rejected.
+# Maximum length in bytes of a line from an adapter. Longer lines are rejected.
 MAX_LINE_BYTES = 1024 * 1024
 
 
@@ -49,7 +49,7 @@ class ShdrLineError(ValueError):
 
 
 class ShdrParser:
-    """Turn SHDR lines of one device into observations; keeps multiline state."""
+    """Turn SHDR lines of one device into observations, keeping multiline state."""
 
     def __init__(
         self,
@@ -63,13 +63,13 @@ class ShdrParser:
         for key, kind in (item_types or {}).items():
             category = "CONDITION" if kind == "CONDITION" else "EVENT"
             self.items[key] = DataItem(key, key, category, kind, device=device)
-        # Milliseconds between heartbeats that the adapter asked for in `* PONG`.
+        # Milliseconds between heartbeats that the adapter requested in `* PONG`.
         self.heartbeat_ms: int | None = None
         self._multiline_end: str | None = None
         self._unknown: set[str] = set()
 
     def feed(self, line: str) -> list[Observation]:
-        """Read one line; return its observations or raise ShdrLineError."""
+        """Read one line and return its observations, or raise ShdrLineError."""
         if self._multiline_end is not None:
             if line.strip() == self._multiline_end:
                 self._multiline_end = None
@@ -105,7 +105,7 @@ class ShdrParser:
             return normalise_timestamp(text)
         except ValueError:
             raise ShdrLineError(
-                f"SHDR timestamp {text!r} is not an RFC 3339 time; adapters "
+                f"SHDR timestamp {text!r} is not an RFC 3339 time. Adapters "
                 f"must send UTC times such as '2022-08-08T13:51:34.716Z'."
             ) from None
 
@@ -116,7 +116,7 @@ class ShdrParser:
         device, _, name = key.rpartition(":")
         if not name:
             raise ShdrLineError(
-                f"SHDR field {index + 1} is an empty data item name; every "
+                f"SHDR field {index + 1} is an empty data item name. Every "
                 f"value must follow the id or name of its data item."
             )
 
@@ -125,7 +125,7 @@ class ShdrParser:
             self._unknown.add(name)
             logger.warning(
                 "SHDR data item %r of device %r is not in the devices file or "
-                "`data_items`; its values are read as plain events and not mapped.",
+                "`data_items`. Its values are read as plain events and not mapped.",
                 name,
                 self.device,
             )
@@ -136,8 +136,8 @@ class ShdrParser:
         values = fields[index + 1 : index + 1 + width]
         if not values:
             raise ShdrLineError(
-                f"SHDR data item {name!r} has no value at the end of the line; "
-                f"a line is `timestamp|item|value|item|value...` and a condition "
+                f"SHDR data item {name!r} has no value at the end of the line. "
+                f"A line is `timestamp|item|value|item|value...` and a condition "
                 f"takes level|native code|severity|qualifier|message."
             )
 
@@ -207,7 +207,7 @@ class ShdrSource(Source):
         self.rejected = 0
 
     async def run(self, ingest: Ingest, reject: Reject, stop: asyncio.Event) -> None:
-        """Read the adapter's stream until `stop` is set; reconnect after failures."""
+        """Read the adapter's stream until `stop` is set, reconnecting on loss."""
         delay = self.reconnect_initial
         logger.info(
             "Reading SHDR from %s:%d for source %r.", self.host, self.port, self.name
@@ -220,8 +220,8 @@ class ShdrSource(Source):
                 )
             except (OSError, TimeoutError) as exc:
                 logger.warning(
-                    "Cannot connect to the SHDR adapter at %s:%d for source %r: "
-                    "%s; retrying in %.1fs.",
+                    "Failed to connect to the SHDR adapter at %s:%d for source %r: "
+                    "%s. Retrying in %.1fs.",
                     self.host,
                     self.port,
                     self.name,
@@ -244,7 +244,7 @@ class ShdrSource(Source):
                 await self._read(reader, writer, ingest, reject, stop)
             except (OSError, TimeoutError) as exc:
                 logger.warning(
-                    "Lost the SHDR adapter at %s:%d for source %r: %s; reconnecting.",
+                    "Lost the SHDR adapter at %s:%d for source %r: %s. Reconnecting.",
                     self.host,
                     self.port,
                     self.name,

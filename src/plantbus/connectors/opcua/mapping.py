@@ -15,13 +15,12 @@ JSONata expression (`map`):
 |                                         | delta, at                               |
 
 The time is the value's source timestamp, else its server timestamp, else
-the time of arrival; for an event it is the event's Time field.
+the time of arrival. For an event it is the event's Time field.
 """
 
 from __future__ import annotations
 
 import base64
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,8 +34,6 @@ from plantbus.errors import ConfigError, MappingError
 from plantbus.events.envelope import Event, format_time
 from plantbus.pipeline.mapping import UNDEFINED, Expression, compile_expression
 
-logger = logging.getLogger("plantbus.connectors.opcua")
-
 MACHINE_DOWN = "maintenance.machine.down.v1"
 MACHINE_UP = "maintenance.machine.up.v1"
 STATE_CHANGED = "production.machine.state.changed.v1"
@@ -48,7 +45,7 @@ _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:plantbus:opcua")
 
 
 class NotificationError(ValueError):
-    """A notification that cannot become an event; it goes to the dead letters."""
+    """A notification that cannot become an event, so it goes to the dead letters."""
 
 
 @dataclass(slots=True)
@@ -59,7 +56,7 @@ class Notification:
     value: Any
     # RFC 3339 time of the value or event.
     at: str
-    # Fields of an event notification by browse name; None for data changes.
+    # Fields of an event notification by browse name, or None for a data change.
     fields: dict[str, Any] | None = None
     # OPC UA binary encoding of what the server sent (a DataValue or the
     # event's field list), kept for dead letters.
@@ -81,7 +78,7 @@ class NodeMapper:
             if unknown:
                 raise ConfigError(
                     f"OPC UA node {config.node_id!r} maps to {unknown[0]!r}, "
-                    f"which has no built-in data; give a JSONata `map` for it or "
+                    f"which has no built-in data. Give a JSONata `map` for it or "
                     f"use one of {list(BUILT_IN_TYPES)!r}."
                 )
         # Last value of a data change, to skip repeats after a resubscribe.
@@ -147,7 +144,7 @@ class NodeMapper:
         if data is UNDEFINED or not isinstance(data, dict):
             raise NotificationError(
                 f"The `map` expression of OPC UA node {self.config.node_id!r} "
-                f"returned {data!r} for value {notification.value!r}; it must "
+                f"returned {data!r} for value {notification.value!r}, but it must "
                 f"return an object with the event data."
             )
         return data

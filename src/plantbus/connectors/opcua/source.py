@@ -45,7 +45,7 @@ _Queue = asyncio.Queue[tuple[NodeMapper, Notification]]
 
 
 class OpcUaSource(Source):
-    """Subscribe to data changes and events of OPC UA nodes; reconnect after loss."""
+    """Subscribe to data changes and events of OPC UA nodes, reconnecting on loss."""
 
     def __init__(
         self,
@@ -153,7 +153,7 @@ class OpcUaSource(Source):
             await self._connect(client)
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
             logger.warning(
-                "Cannot connect to the OPC UA server %s for source %r: %s",
+                "Failed to connect to the OPC UA server %s for source %r: %s",
                 self.endpoint,
                 self.name,
                 exc or type(exc).__name__,
@@ -319,7 +319,7 @@ class _EventHandler:
         notification = Notification(
             node_id=self.mapper.config.node_id,
             value=fields.get("Message"),
-            at=timestamp(moment if moment is not None else None),
+            at=timestamp(moment),
             fields=fields,
             raw=struct_to_binary(
                 ua.EventFieldList(EventFields=list(variants.values()))
@@ -338,7 +338,7 @@ def _node_id(text: str, source: str) -> ua.NodeId:
         return ua.NodeId.from_string(text)
     except (ValueError, UaError) as exc:
         raise ConfigError(
-            f"OPC UA source {source!r}: node id {text!r} is invalid ({exc}); write "
+            f"OPC UA source {source!r}: node id {text!r} is invalid ({exc}). Write "
             f"it as ns=<index>;s=<name> or ns=<index>;i=<number>, such as "
             f"ns=2;s=Press4.Running."
         ) from exc
@@ -347,7 +347,7 @@ def _node_id(text: str, source: str) -> ua.NodeId:
 def _log_failed(result: Any, mapper: NodeMapper, endpoint: str) -> None:
     if isinstance(result, ua.StatusCode) and not result.is_good():
         logger.error(
-            "OPC UA server %s rejected the subscription to node %r: %s; check "
+            "OPC UA server %s rejected the subscription to node %r: %s. Check "
             "the node id.",
             endpoint,
             mapper.config.node_id,
@@ -356,6 +356,6 @@ def _log_failed(result: Any, mapper: NodeMapper, endpoint: str) -> None:
 
 
 async def _disconnect(client: Client) -> None:
-    """Close the client; a dead connection may fail or hang, which is ignored."""
+    """Close the client, ignoring errors and giving up after 2 s."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.disconnect(), timeout=2)

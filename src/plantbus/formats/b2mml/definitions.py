@@ -19,7 +19,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from plantbus.events.envelope import Event, format_time
+from plantbus.events.envelope import Event
 from plantbus.formats.b2mml.values import Document, contained_nouns, read_properties
 
 ITEM_CHANGED = "masterdata.item.changed.v1"
@@ -60,16 +60,7 @@ def _item_changed(
         "name": doc.text(definition, "Description") or item,
         "uom": uom,
     }
-    return Event(
-        id=doc.event_id(ITEM_CHANGED, definition),
-        source=doc.event_source,
-        type=ITEM_CHANGED,
-        data=data,
-        subject=item,
-        time=format_time(created) if created else None,
-        plant=doc.plant,
-        partitionkey=item,
-    )
+    return doc.event(ITEM_CHANGED, definition, data, subject=item, time=created)
 
 
 def _base_unit(doc: Document, definition: etree._Element) -> str | None:

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from plantbus.events.envelope import Event, format_time
+from plantbus.events.envelope import Event
 from plantbus.formats.b2mml.values import (
     Document,
     contained_nouns,
@@ -90,15 +90,8 @@ def _changed(
         properties.append(entry)
     if properties:
         data["properties"] = properties
-    return Event(
-        id=doc.event_id(EQUIPMENT_CHANGED, equipment),
-        source=doc.event_source,
-        type=EQUIPMENT_CHANGED,
-        data=data,
-        subject=equipment_id,
-        time=format_time(created) if created else None,
-        plant=doc.plant,
-        partitionkey=equipment_id,
+    return doc.event(
+        EQUIPMENT_CHANGED, equipment, data, subject=equipment_id, time=created
     )
 
 

@@ -45,12 +45,12 @@ MAPPED_VERBS = ("Change", "Process", "Respond", "Show", "Sync")
 # The rejection reason for each verb whose documents map to no event.
 _VERB_REASONS = {
     "Get": (
-        "asks the receiver for data and carries none to map; plantbus answers "
-        "no B2MML Get requests, so send the Show or Sync document that "
-        "carries the data"
+        "requests data from the receiver and carries none to map; plantbus "
+        "responds to no B2MML Get requests, so send the Show or Sync document "
+        "that carries the data"
     ),
     "Cancel": (
-        "asks to cancel what it names; plantbus has no cancellation event for "
+        "requests to cancel what it names; plantbus has no cancellation event for "
         "B2MML documents, and it rejects the document rather than read it as "
         "a new {kind}"
     ),

@@ -96,7 +96,7 @@ def _sublots(doc: Document, parent: etree._Element) -> Iterator[etree._Element]:
 
 
 def _has_state(doc: Document, lot: etree._Element) -> bool:
-    """Tell whether a lot reports anything besides its sublots."""
+    """Return whether a lot reports anything besides its sublots."""
     names = ("Status", "Quantity", "StorageLocation", "Location", *_PROPERTY_TAGS)
     return any(doc.child(lot, name) is not None for name in names)
 
@@ -125,15 +125,8 @@ class _LotEvents:
             "expires_at": self._expiry(element),
         }
         data.update({key: value for key, value in optional.items() if value})
-        return Event(
-            id=doc.event_id(LOT_CHANGED, element),
-            source=doc.event_source,
-            type=LOT_CHANGED,
-            data=data,
-            subject=self.lot_id,
-            time=format_time(self.created) if self.created else None,
-            plant=doc.plant,
-            partitionkey=self.lot_id,
+        return doc.event(
+            LOT_CHANGED, element, data, subject=self.lot_id, time=self.created
         )
 
     def _quantity(self, element: etree._Element) -> dict[str, str] | None:

@@ -179,17 +179,13 @@ class _EventBuilder:
     ) -> Event:
         # The event time must come from the document so that the same file
         # always yields the same event; the creation time is the fallback.
-        moment = at or self.created
-        return Event(
-            id=self.doc.event_id(event_type, element),
-            source=self.doc.event_source,
-            type=event_type,
-            data=data,
+        return self.doc.event(
+            event_type,
+            element,
+            data,
             subject=self.work_order_id,
-            time=format_time(moment) if moment else None,
+            time=at or self.created,
             correlationid=self.work_order_id,
-            plant=self.doc.plant,
-            partitionkey=self.work_order_id,
         )
 
 

@@ -109,16 +109,14 @@ def _released(
         return None
 
     data = _released_data(doc, request, order_id, material, plant, start, end)
-    return Event(
-        id=doc.event_id(ORDER_RELEASED, request),
-        source=doc.event_source,
-        type=ORDER_RELEASED,
-        data=data,
+    return doc.event(
+        ORDER_RELEASED,
+        request,
+        data,
         subject=order_id,
-        time=format_time(created) if created else None,
+        time=created,
         correlationid=order_id,
         plant=plant,
-        partitionkey=order_id,
     )
 
 

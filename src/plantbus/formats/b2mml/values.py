@@ -18,6 +18,7 @@ from urllib.parse import quote
 from lxml import etree
 
 from plantbus.errors import FormatProblem
+from plantbus.events.envelope import Event, format_time
 
 # Fixed namespace of the uuid5 event ids, so that ids stay the same across
 # processes and releases.
@@ -126,6 +127,33 @@ class Document:
         )
         self.origins[event_id] = path
         return event_id
+
+    def event(
+        self,
+        event_type: str,
+        element: etree._Element,
+        data: dict[str, object],
+        *,
+        subject: str,
+        time: datetime | None,
+        correlationid: str | None = None,
+        plant: str | None = None,
+    ) -> Event:
+        """Build the event that `element` maps to, partitioned by its `subject`.
+
+        `plant` defaults to the document's plant.
+        """
+        return Event(
+            id=self.event_id(event_type, element),
+            source=self.event_source,
+            type=event_type,
+            data=data,
+            subject=subject,
+            time=format_time(time) if time else None,
+            correlationid=correlationid,
+            plant=plant if plant is not None else self.plant,
+            partitionkey=subject,
+        )
 
 
 def local_name(element: etree._Element) -> str:
@@ -236,7 +264,7 @@ def contained_nouns(doc: Document, noun: str, container: str) -> list[etree._Ele
     """Return the `noun` elements of a document, bare or inside `container` nouns.
 
     A MaterialDefinition can be a document's own noun (SyncMaterialDefinition)
-    or sit inside a MaterialInformation; both are found here.
+    or sit inside a MaterialInformation, and both are found here.
     """
     if doc.kind == noun:
         return data_nouns(doc, noun)
