@@ -42,7 +42,8 @@ def _hub_file(tmp_path: Path) -> Path:
     return path
 
 
-async def _stream_exists(url: str, stream: str) -> bool:
+async def stream_exists(url: str, stream: str) -> bool:
+    """Return whether the JetStream server at `url` has a stream `stream`."""
     client = await nats.connect(url)
     try:
         await client.jetstream().stream_info(stream)
@@ -53,7 +54,8 @@ async def _stream_exists(url: str, stream: str) -> bool:
     return True
 
 
-def _database_exists(name: str) -> bool:
+def database_exists(name: str) -> bool:
+    """Return whether the test PostgreSQL server has a database `name`."""
     with psycopg.connect(SERVER_DSN) as connection:
         row = connection.execute(
             "SELECT count(*) FROM pg_database WHERE datname = %s", (name,)
@@ -91,8 +93,8 @@ async def test_backends_jetstream_postgres_fresh_and_removed(tmp_path: Path) -> 
         await hub.close()
         assert backends.stream is not None
         assert backends.database is not None
-        assert await _stream_exists(chosen.nats_url, backends.stream)
-        assert _database_exists(backends.database)
+        assert await stream_exists(chosen.nats_url, backends.stream)
+        assert database_exists(backends.database)
     async with fresh_backends(chosen, console, keep=False) as second:
         pass
 
@@ -105,9 +107,9 @@ async def test_backends_jetstream_postgres_fresh_and_removed(tmp_path: Path) -> 
     assert chosen.stream is None
     assert second.stream != backends.stream
     assert second.database != backends.database
-    assert not await _stream_exists(chosen.nats_url, backends.stream)
-    assert not await _stream_exists(chosen.nats_url, f"KV_{backends.stream}-offsets")
-    assert not _database_exists(backends.database)
+    assert not await stream_exists(chosen.nats_url, backends.stream)
+    assert not await stream_exists(chosen.nats_url, f"KV_{backends.stream}-offsets")
+    assert not database_exists(backends.database)
 
 
 async def test_backends_keep_leaves_stream_and_database(tmp_path: Path) -> None:
@@ -128,14 +130,14 @@ async def test_backends_keep_leaves_stream_and_database(tmp_path: Path) -> None:
     assert backends.stream is not None
     assert backends.database is not None
     try:
-        assert await _stream_exists(chosen.nats_url, backends.stream)
-        assert _database_exists(backends.database)
+        assert await stream_exists(chosen.nats_url, backends.stream)
+        assert database_exists(backends.database)
         assert f"nats stream rm {backends.stream}" in output.getvalue()
         assert f"DROP DATABASE {backends.database}" in output.getvalue()
     finally:
         await remove_backends(backends)
-    assert not _database_exists(backends.database)
-    assert not await _stream_exists(chosen.nats_url, backends.stream)
+    assert not database_exists(backends.database)
+    assert not await stream_exists(chosen.nats_url, backends.stream)
 
 
 async def test_backends_unreachable_postgres_raises(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from rich.table import Column, Table
 from plantbus.errors import PlantbusError
 
 if TYPE_CHECKING:
-    pass
+    from plantbus.config.model import HubConfig
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -41,6 +41,17 @@ def _configure_logging(level: int) -> None:
     configure_logging(level)
 
 
+def _load_hub(hub_file: Path) -> HubConfig:
+    """Load a hub file, or print the error and exit with code 2."""
+    from plantbus.config import load_hub
+
+    try:
+        return load_hub(hub_file)
+    except PlantbusError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def run(
     hub_file: Annotated[Path, typer.Argument(help="The hub file (YAML) to run.")],
@@ -49,15 +60,10 @@ def run(
     ] = False,
 ) -> None:
     """Run a hub as a long-lived service until SIGTERM or SIGINT."""
-    from plantbus.config import load_hub
     from plantbus.hub import build_hub, tune_garbage_collector
 
     _configure_logging(logging.DEBUG if verbose else logging.INFO)
-    try:
-        config = load_hub(hub_file)
-    except PlantbusError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(2) from exc
+    config = _load_hub(hub_file)
 
     async def main() -> None:
         hub = await build_hub(config)
@@ -77,13 +83,7 @@ def check(
     hub_file: Annotated[Path, typer.Argument(help="The hub file (YAML) to check.")],
 ) -> None:
     """Check a hub file without starting anything."""
-    from plantbus.config import load_hub
-
-    try:
-        config = load_hub(hub_file)
-    except PlantbusError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(2) from exc
+    config = _load_hub(hub_file)
     console.print(
         f"{hub_file}: valid: {len(config.sources)} sources, {len(config.sinks)} "
         f"sinks, {len(config.pipelines)} pipelines."

@@ -90,23 +90,26 @@ async def _admin(hub_file: Path) -> AsyncIterator[AdminService]:
 
 
 def _parse_time(value: str | None, option: str) -> float | None:
+    """Parse an ISO 8601 option value, or print the error and exit with code 2."""
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise PlantbusError(
+        _print_error(
             f"Option `{option}` is {value!r}: expected an ISO 8601 time such as "
             f"'2026-03-01T06:00:00+01:00'."
-        ) from exc
+        )
+        raise typer.Exit(2) from exc
     # A time without an offset is the operator's local time.
     try:
         return moment.astimezone().timestamp()
     except (ValueError, OverflowError) as exc:
-        raise PlantbusError(
+        _print_error(
             f"Option `{option}` is {value!r}, which is out of range; give a time "
             f"after 1970."
-        ) from exc
+        )
+        raise typer.Exit(2) from exc
 
 
 def _letter_filter(
@@ -178,11 +181,7 @@ def dlq_list(
             f"{', '.join(DEAD_LETTER_STATUSES)} or all."
         )
         raise typer.Exit(2)
-    try:
-        where = _letter_filter(None, event_type, sink, pipeline, error, since, until)
-    except PlantbusError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(2) from exc
+    where = _letter_filter(None, event_type, sink, pipeline, error, since, until)
     where.status = None if status == "all" else status
 
     letters: list[DeadLetter] = _run_admin(
@@ -304,11 +303,7 @@ def dlq_redrive(
     """
     from plantbus.admin import default_actor
 
-    try:
-        where = _letter_filter(ids, event_type, sink, pipeline, error, since, until)
-    except PlantbusError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(2) from exc
+    where = _letter_filter(ids, event_type, sink, pipeline, error, since, until)
     operator = actor or default_actor()
     result: ActionResult = _run_admin(
         hub_file, "redrive", lambda admin: admin.redrive(where, actor=operator)
@@ -334,11 +329,7 @@ def dlq_discard(
     """Mark open dead letters as discarded."""
     from plantbus.admin import default_actor
 
-    try:
-        where = _letter_filter(ids, event_type, sink, pipeline, error, since, until)
-    except PlantbusError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(2) from exc
+    where = _letter_filter(ids, event_type, sink, pipeline, error, since, until)
     operator = actor or default_actor()
     result: ActionResult = _run_admin(
         hub_file,
@@ -392,11 +383,7 @@ def replay(
     """
     from plantbus.admin import default_actor
 
-    try:
-        moment = _parse_time(from_time, "--from-time")
-    except PlantbusError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(2) from exc
+    moment = _parse_time(from_time, "--from-time")
     operator = actor or default_actor()
     request_id: int = _run_admin(
         hub_file,

@@ -25,6 +25,10 @@ from plantbus.config.model import (
     HubConfig,
     MapStep,
     MemorySinkConfig,
+    MqttSinkConfig,
+    MqttSourceConfig,
+    MtconnectSourceConfig,
+    OpcUaSourceConfig,
     PipelineConfig,
     RestSinkConfig,
     RouteStep,
@@ -355,125 +359,27 @@ def _build_sink(config: Any, hub: Hub) -> Sink:
         from plantbus.connectors.rest.sink import RestSink
 
         return RestSink.from_config(config)
-    mqtt_sink = _build_mqtt_sink(config, hub)
-    if mqtt_sink is not None:
-        return mqtt_sink
+    if isinstance(config, MqttSinkConfig):
+        return _build_mqtt_sink(config, hub)
     raise ConfigError(f"Sink kind {type(config).__name__!r} is not supported.")
 
 
 def _build_source(config: Any, hub: Hub) -> Source:
     if isinstance(config, HttpSourceConfig):
-        from plantbus.admin import AdminService
-        from plantbus.api.backpressure import BacklogGuard
-        from plantbus.connectors.http import HttpSource
-
-        api = hub.config.api
-        http_limit = api.max_backlog_events or hub.config.backbone.max_backlog_events
-        return HttpSource(
-            hub.catalogue,
-            name=config.name,
-            host=api.host,
-            port=api.port,
-            allow_unknown_types=config.allow_unknown_types,
-            max_body_bytes=api.max_body_bytes,
-            admin=AdminService(hub.state, hub.config),
-            backlog_guard=(
-                BacklogGuard(
-                    hub.backlog,
-                    http_limit,
-                    retry_after_seconds=api.backlog_retry_after_seconds,
-                )
-                if http_limit is not None
-                else None
-            ),
-        )
+        return _build_http_source(config, hub)
     if isinstance(config, FolderSourceConfig):
-        from functools import partial
-
-        from plantbus.connectors.files import FolderSource
-        from plantbus.formats.b2mml import parse_b2mml
-
         config.path.mkdir(parents=True, exist_ok=True)
         if config.format in ("x12", "edifact") and config.outbox is not None:
             return _build_edi_source(config)
-        if config.format in ("csv", "fixed_width") and config.layout is not None:
-            from plantbus.formats.flatfile import FlatFileParser
-
-            flat = FlatFileParser(
-                config.layout,
-                config.format,
-                plant=config.plant,
-                catalogue=hub.catalogue,
-            )
-            return FolderSource(
-                config.name,
-                config.path,
-                flat,
-                poll_interval=config.poll_seconds,
-                content_type="text/csv" if config.format == "csv" else "text/plain",
-            )
-        parser = partial(_parse_b2mml, parse_b2mml, config.schema_dir, config.plant)
-        return FolderSource(
-            config.name, config.path, parser, poll_interval=config.poll_seconds
-        )
+        return _build_folder_source(config, hub)
     if isinstance(config, TrytonOrdersSourceConfig):
         from plantbus.connectors.tryton.source import TrytonOrderSource
 
         return TrytonOrderSource(
             config.name, hub.systems[config.system], poll_seconds=config.poll_seconds
         )
-    mqtt_source = _build_mqtt_source(config, hub)
-    if mqtt_source is not None:
-        return mqtt_source
-    shop_floor = _build_shop_floor_source(config, hub)
-    if shop_floor is not None:
-        return shop_floor
-    raise ConfigError(f"Source kind {type(config).__name__!r} is not supported.")
-
-
-def _build_mqtt_source(config: Any, hub: Hub) -> Source | None:
-    """Build an MQTT source, or return None for other kinds."""
-    from plantbus.config.model import MqttSourceConfig
-
-    if not isinstance(config, MqttSourceConfig):
-        return None
-    from plantbus.connectors.mqtt.settings import resolve_paths
-    from plantbus.connectors.mqtt.source import MqttSource
-
-    return MqttSource(
-        config.name,
-        resolve_paths(config.broker, hub.config.base_dir),
-        config.subscriptions,
-        client_id=f"plantbus-{hub.config.hub.name}-{config.name}",
-        max_batch=config.max_batch,
-        receive_maximum=config.receive_maximum,
-    )
-
-
-def _build_mqtt_sink(config: Any, hub: Hub) -> Sink | None:
-    """Build an MQTT sink, or return None for other kinds."""
-    from plantbus.config.model import MqttSinkConfig
-
-    if not isinstance(config, MqttSinkConfig):
-        return None
-    from plantbus.connectors.mqtt.settings import resolve_paths
-    from plantbus.connectors.mqtt.sink import MqttSink
-
-    return MqttSink(
-        config.name,
-        resolve_paths(config.broker, hub.config.base_dir),
-        config.topic,
-        client_id=f"plantbus-{hub.config.hub.name}-{config.name}",
-        qos=config.qos,
-        retain=config.retain,
-        payload=config.payload,
-    )
-
-
-def _build_shop_floor_source(config: Any, hub: Hub) -> Source | None:
-    """Build an OPC UA or MTConnect source, or return None for other kinds."""
-    from plantbus.config.model import MtconnectSourceConfig, OpcUaSourceConfig
-
+    if isinstance(config, MqttSourceConfig):
+        return _build_mqtt_source(config, hub)
     if isinstance(config, OpcUaSourceConfig):
         from plantbus.connectors.opcua.source import OpcUaSource
 
@@ -482,7 +388,94 @@ def _build_shop_floor_source(config: Any, hub: Hub) -> Source | None:
         from plantbus.connectors.mtconnect.build import build_mtconnect_source
 
         return build_mtconnect_source(config, hub.config.base_dir)
-    return None
+    raise ConfigError(f"Source kind {type(config).__name__!r} is not supported.")
+
+
+def _build_http_source(config: HttpSourceConfig, hub: Hub) -> Source:
+    from plantbus.admin import AdminService
+    from plantbus.api.backpressure import BacklogGuard
+    from plantbus.connectors.http import HttpSource
+
+    api = hub.config.api
+    http_limit = api.max_backlog_events or hub.config.backbone.max_backlog_events
+    backlog_guard = None
+    if http_limit is not None:
+        backlog_guard = BacklogGuard(
+            hub.backlog,
+            http_limit,
+            retry_after_seconds=api.backlog_retry_after_seconds,
+        )
+    return HttpSource(
+        hub.catalogue,
+        name=config.name,
+        host=api.host,
+        port=api.port,
+        allow_unknown_types=config.allow_unknown_types,
+        max_body_bytes=api.max_body_bytes,
+        admin=AdminService(hub.state, hub.config),
+        backlog_guard=backlog_guard,
+    )
+
+
+def _build_folder_source(config: FolderSourceConfig, hub: Hub) -> Source:
+    from functools import partial
+
+    from plantbus.connectors.files import FolderSource
+    from plantbus.formats.b2mml import parse_b2mml
+
+    if config.format in ("csv", "fixed_width") and config.layout is not None:
+        from plantbus.formats.flatfile import FlatFileParser
+
+        flat = FlatFileParser(
+            config.layout,
+            config.format,
+            plant=config.plant,
+            catalogue=hub.catalogue,
+        )
+        return FolderSource(
+            config.name,
+            config.path,
+            flat,
+            poll_interval=config.poll_seconds,
+            content_type="text/csv" if config.format == "csv" else "text/plain",
+        )
+    parser = partial(_parse_b2mml, parse_b2mml, config.schema_dir, config.plant)
+    return FolderSource(
+        config.name, config.path, parser, poll_interval=config.poll_seconds
+    )
+
+
+def _mqtt_client_id(hub: Hub, connector: str) -> str:
+    return f"plantbus-{hub.config.hub.name}-{connector}"
+
+
+def _build_mqtt_source(config: MqttSourceConfig, hub: Hub) -> Source:
+    from plantbus.connectors.mqtt.settings import resolve_paths
+    from plantbus.connectors.mqtt.source import MqttSource
+
+    return MqttSource(
+        config.name,
+        resolve_paths(config.broker, hub.config.base_dir),
+        config.subscriptions,
+        client_id=_mqtt_client_id(hub, config.name),
+        max_batch=config.max_batch,
+        receive_maximum=config.receive_maximum,
+    )
+
+
+def _build_mqtt_sink(config: MqttSinkConfig, hub: Hub) -> Sink:
+    from plantbus.connectors.mqtt.settings import resolve_paths
+    from plantbus.connectors.mqtt.sink import MqttSink
+
+    return MqttSink(
+        config.name,
+        resolve_paths(config.broker, hub.config.base_dir),
+        config.topic,
+        client_id=_mqtt_client_id(hub, config.name),
+        qos=config.qos,
+        retain=config.retain,
+        payload=config.payload,
+    )
 
 
 def _build_edi_source(config: FolderSourceConfig) -> Source:

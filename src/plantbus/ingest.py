@@ -39,10 +39,7 @@ class Ingestor:
                 self.catalogue.validate(event, allow_unknown=self.allow_unknown_types)
             except EventError as exc:
                 errors.append((index, exc))
-        if errors:
-            if len(events) == 1:
-                raise errors[0][1]
-            raise BatchRejected(errors)
+        _raise_errors(errors, len(events))
 
         try:
             appended = await self.log.append(events)
@@ -74,14 +71,20 @@ def _reject_unserialisable(events: Sequence[Event]) -> None:
             rule = (
                 "the event cannot be written as JSON: its data nests too deep "
                 "(orjson writes at most 254 levels, the envelope included) or "
-                "holds a value that is not JSON"
+                "contains a value that is not JSON"
             )
             violation = Violation("data", str(exc), rule)
             errors.append((index, EventError(event.id, [violation])))
-    if len(errors) == 1 and len(events) == 1:
+    _raise_errors(errors, len(events))
+
+
+def _raise_errors(errors: list[tuple[int, EventError]], batch_size: int) -> None:
+    """Raise the EventError of a single event or BatchRejected for a batch."""
+    if not errors:
+        return
+    if batch_size == 1:
         raise errors[0][1]
-    if errors:
-        raise BatchRejected(errors)
+    raise BatchRejected(errors)
 
 
 class BacklogGate:

@@ -213,7 +213,7 @@ def print_report(report: DemoReport, console: Console) -> None:
         f"p95 {_seconds(report.latency_p95)}"
     )
     if report.rejected_at_ingest:
-        console.print("Rejected at ingest (the sender was told at once):")
+        console.print("Rejected at ingest (the sender received the error at once):")
         for line in report.rejected_at_ingest:
             console.print(f"  {line}")
     if report.released_after_parking:
@@ -221,9 +221,7 @@ def print_report(report: DemoReport, console: Console) -> None:
             f"{report.released_after_parking} events waited behind a dead letter "
             f"of their work order and were delivered in order once it was resolved."
         )
-    letters = Table(
-        "stage", "status", "event or file", "reason", title="Dead letters"
-    )
+    letters = Table("stage", "status", "event or file", "reason", title="Dead letters")
     statuses = report.dead_letter_statuses or [""] * len(report.dead_letters)
     for (stage, subject, reason), status in zip(
         report.dead_letters, statuses, strict=True

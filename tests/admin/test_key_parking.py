@@ -60,7 +60,7 @@ async def _park_first(stores, sink: SelectiveSink) -> None:
     await run_until(make_runtime(log, state, sink), settled)
 
 
-async def test_parking_holds_later_events_of_key_when_one_is_dead(stores) -> None:
+async def test_parking_blocks_later_events_of_dead_key(stores) -> None:
     log, state = stores
     events = await _stream(log, {"WO1": 3, "WO2": 3})
     sink = SelectiveSink({events["WO1"][0].id})

@@ -42,16 +42,17 @@ def test_demo_hub_file_loads_with_its_variables() -> None:
     assert config.hub.data_dir.is_absolute()
 
 
-def test_loader_names_line_and_key_of_wrong_value(tmp_path: Path) -> None:
-    path = write(tmp_path, "hub:\n  name: x\nbackbone:\n  partitions: 0\n")
-    message = error_of(path)
-    assert f"{path}:4: key `backbone.partitions` (value 0)" in message
-    assert "greater than or equal to 1" in message
-
-
-def test_loader_rejects_misspelt_key(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
+# Each case is a hub file text and the fragments its error message must contain.
+# The test replaces "{path}" in a fragment with the hub file path.
+REJECTED_HUB_FILES = {
+    "wrong value": (
+        "hub:\n  name: x\nbackbone:\n  partitions: 0\n",
+        [
+            "{path}:4: key `backbone.partitions` (value 0)",
+            "greater than or equal to 1",
+        ],
+    ),
+    "misspelt key": (
         """\
 sinks:
   - {name: mem, kind: memory}
@@ -62,15 +63,12 @@ pipelines:
     steps:
       - deliver: {to: [mem]}
 """,
-    )
-    message = error_of(path)
-    assert f"{path}:6: key `pipelines[0].retry.max_atempts`" in message
-    assert "Extra inputs are not permitted" in message
-
-
-def test_loader_rejects_unknown_step_kind(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
+        [
+            "{path}:6: key `pipelines[0].retry.max_atempts`",
+            "Extra inputs are not permitted",
+        ],
+    ),
+    "unknown step kind": (
         """\
 sinks:
   - {name: mem, kind: memory}
@@ -80,15 +78,12 @@ pipelines:
       - mapp: {fields: {a: data.x}}
       - deliver: {to: [mem]}
 """,
-    )
-    message = error_of(path)
-    assert f"{path}:6: key `pipelines[0].steps[0]`" in message
-    assert "one of: validate, enrich, map, filter, route, deliver" in message
-
-
-def test_loader_rejects_unknown_sink_reference(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
+        [
+            "{path}:6: key `pipelines[0].steps[0]`",
+            "one of: validate, enrich, map, filter, route, deliver",
+        ],
+    ),
+    "unknown sink reference": (
         """\
 sinks:
   - {name: mem, kind: memory}
@@ -98,15 +93,12 @@ pipelines:
       - deliver:
           to: [erp]
 """,
-    )
-    message = error_of(path)
-    assert f"{path}:7: key `pipelines[0].steps[0].deliver.to`" in message
-    assert "no sink is called 'erp'" in message
-
-
-def test_loader_rejects_bad_source_option(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
+        [
+            "{path}:7: key `pipelines[0].steps[0].deliver.to`",
+            "no sink is called 'erp'",
+        ],
+    ),
+    "bad source option": (
         """\
 sources:
   - name: drop
@@ -115,14 +107,9 @@ sources:
     schema_dir: xsd
     poll_seconds: -1
 """,
-    )
-    message = error_of(path)
-    assert f"{path}:6: key `sources[0].poll_seconds` (value -1)" in message
-
-
-def test_loader_rejects_jsonata_syntax_error(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
+        ["{path}:6: key `sources[0].poll_seconds` (value -1)"],
+    ),
+    "jsonata syntax error": (
         """\
 sinks:
   - {name: mem, kind: memory}
@@ -132,26 +119,52 @@ pipelines:
       - filter: "data.x = "
       - deliver: {to: [mem]}
 """,
-    )
-    message = error_of(path)
-    assert f"{path}:6: key `pipelines[0].steps[0].filter`" in message
-
-
-def test_loader_reports_missing_environment_variable(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
+        ["{path}:6: key `pipelines[0].steps[0].filter`"],
+    ),
+    "missing environment variable": (
         "systems:\n  erp:\n    kind: tryton\n    url: ${ERP_URL}\n"
         "    database: demo\n    password: x\n",
-    )
+        [
+            "{path}:4: key `systems.erp.url`",
+            "'ERP_URL', which is not set",
+        ],
+    ),
+    "invalid error pattern": (
+        """\
+sinks:
+  - name: erp
+    kind: memory
+    retry: {permanent_errors: ["HTTP (422"]}
+""",
+        [
+            "{path}:4: key `sinks[0].retry`",
+            "not a valid regular expression",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    REJECTED_HUB_FILES.values(),
+    ids=REJECTED_HUB_FILES.keys(),
+)
+def test_loader_rejects_invalid_hub_file(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
+    path = write(tmp_path, text)
+
     message = error_of(path)
-    assert f"{path}:4: key `systems.erp.url`" in message
-    assert "'ERP_URL', which is not set" in message
+
+    for fragment in fragments:
+        assert fragment.replace("{path}", str(path)) in message
 
 
 def test_loader_reports_invalid_yaml_with_line(tmp_path: Path) -> None:
     path = write(tmp_path, "hub:\n  name: [unclosed\n")
-    assert f"{path}:" in error_of(path)
-    assert "not valid YAML" in error_of(path)
+    message = error_of(path)
+    assert f"{path}:" in message
+    assert "not valid YAML" in message
 
 
 def test_loader_reads_sink_retry_and_circuit(tmp_path: Path) -> None:
@@ -177,23 +190,6 @@ pipelines:
     assert sink.retry.max_attempts == 9
     assert sink.retry.permanent_errors == ["HTTP 422"]
     assert sink.circuit.failure_threshold == 3
-
-
-def test_loader_rejects_invalid_error_pattern(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        """\
-sinks:
-  - name: erp
-    kind: memory
-    retry: {permanent_errors: ["HTTP (422"]}
-""",
-    )
-
-    message = error_of(path)
-
-    assert f"{path}:4: key `sinks[0].retry`" in message
-    assert "not a valid regular expression" in message
 
 
 def test_loader_rejects_missing_b2mml_schema_folder(tmp_path: Path) -> None:

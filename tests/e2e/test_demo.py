@@ -6,10 +6,7 @@ import io
 from decimal import Decimal
 from pathlib import Path
 
-import nats
-import psycopg
 import pytest
-from nats.js.errors import NotFoundError
 from rich.console import Console
 
 from plantbus.demo import DemoOptions, run_demo
@@ -17,6 +14,7 @@ from plantbus.demo_backends import BackboneKind, DemoBackends, StateKind
 
 from ..backbone.nats_servers import machine_nats
 from ..state.conftest import SERVER_DSN
+from ..test_demo_backends import database_exists, stream_exists
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
 
@@ -69,33 +67,14 @@ async def test_demo_books_what_the_shop_floor_sent(
     if backbone == "jetstream":
         assert report.stream is not None
         assert f"JetStream stream {report.stream!r}" in report.backends
-        assert not await _stream_exists(backends.nats_url, report.stream)
+        assert not await stream_exists(backends.nats_url, report.stream)
         bucket = f"KV_{report.stream}-offsets"
-        assert not await _stream_exists(backends.nats_url, bucket)
+        assert not await stream_exists(backends.nats_url, bucket)
     else:
         assert report.stream is None
     if state == "postgres":
         assert report.database is not None
         assert f"PostgreSQL database {report.database!r}" in report.backends
-        assert not _database_exists(report.database)
+        assert not database_exists(report.database)
     else:
         assert report.database is None
-
-
-async def _stream_exists(url: str, stream: str) -> bool:
-    client = await nats.connect(url)
-    try:
-        await client.jetstream().stream_info(stream)
-    except NotFoundError:
-        return False
-    finally:
-        await client.close()
-    return True
-
-
-def _database_exists(name: str) -> bool:
-    with psycopg.connect(SERVER_DSN) as connection:
-        row = connection.execute(
-            "SELECT count(*) FROM pg_database WHERE datname = %s", (name,)
-        ).fetchone()
-    return row is not None and row[0] == 1

@@ -86,7 +86,7 @@ def _integrity(path: Path) -> str:
         return str(db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def test_disk_full_answers_503_then_recovers(tmp_path: Path, small_disk: Path) -> None:
+def test_disk_full_returns_503_then_recovers(tmp_path: Path, small_disk: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     feed = tmp_path / "feed.jsonl"
@@ -102,7 +102,7 @@ def test_disk_full_answers_503_then_recovers(tmp_path: Path, small_disk: Path) -
         try:
             response = _post(url, events)
         except httpx.TransportError:
-            break  # the hub stopped on the full disk; its output says why
+            break  # the hub stopped on the full disk, and its output names the cause
         if response.status_code != 202:
             refusal = response
             break
@@ -119,8 +119,10 @@ def test_disk_full_answers_503_then_recovers(tmp_path: Path, small_disk: Path) -
         assert refusal.headers["retry-after"]
     else:
         assert process.returncode == 1, output
-        assert "is full" in output and "Free space on that volume" in output
-        assert "Traceback" not in output and "OperationalError" not in output
+        assert "is full" in output
+        assert "Free space on that volume" in output
+        assert "Traceback" not in output
+        assert "OperationalError" not in output
     assert _integrity(small_disk / "log.sqlite") == "ok"
     assert _integrity(small_disk / "state.sqlite") == "ok"
 
@@ -131,23 +133,23 @@ def test_disk_full_answers_503_then_recovers(tmp_path: Path, small_disk: Path) -
     wait_until_serving(url, process)
     later = [_event(100_000 + n) for n in range(10)]
     assert _post(url, later).status_code == 202
-    wanted = set(acknowledged) | {e.id for e in later}
+    expected = set(acknowledged) | {e.id for e in later}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         ids = [line.split('"id":"')[1].split('"')[0] for line in feed_lines(feed)]
-        if wanted <= set(ids):
+        if expected <= set(ids):
             break
         time.sleep(0.1)
     stop(process)
 
     ids = [line.split('"id":"')[1].split('"')[0] for line in feed_lines(feed)]
-    assert wanted <= set(ids)
+    assert expected <= set(ids)
     # The file sink has no natural key: events delivered after the last
     # ledger write that the full disk refused are written again.
-    assert set(ids) == wanted
+    assert set(ids) == expected
 
 
-def test_locked_log_answers_503_then_recovers(tmp_path: Path) -> None:
+def test_locked_log_returns_503_then_recovers(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data = tmp_path / "data"

@@ -50,14 +50,14 @@ class BackboneConfig(Strict):
     retention: RetentionConfig = RetentionConfig()
     # Sources that can wait (folders, polling) pause while the slowest
     # pipeline has more than this many events left to deliver, and HTTP ingest
-    # answers 503 unless `api.max_backlog_events` sets its own limit.
+    # responds with 503 unless `api.max_backlog_events` sets its own limit.
     # None: no limit.
     max_backlog_events: int | None = Field(default=None, ge=1)
 
 
 class StateConfig(Strict):
     # sqlite: state.sqlite in data_dir, for one process. postgres: a database
-    # that several worker processes share; it also holds their partition leases.
+    # that several worker processes share; it also stores their partition leases.
     kind: Literal["sqlite", "postgres"] = "sqlite"
     # libpq connection string or URI, such as
     # postgresql://plantbus:${PGPASSWORD}@db1:5432/plantbus

@@ -7,11 +7,13 @@ import logging
 import random
 import re
 import time
+from typing import Any
 
 from plantbus.backbone.log import Record
 from plantbus.config.model import RetryConfig
 from plantbus.connectors.base import Sink
 from plantbus.errors import PermanentDeliveryError, RetryableDeliveryError
+from plantbus.events.envelope import Event
 from plantbus.observability.metrics import DEAD_LETTERS, DELIVERIES, DELIVERY_LATENCY
 from plantbus.pipeline.circuit import CircuitBreaker, CircuitOpen
 from plantbus.pipeline.steps import WorkItem
@@ -19,6 +21,39 @@ from plantbus.state.dead_letters import Attempt, DeadLetter
 from plantbus.state.store import Delivery, StateStore
 
 logger = logging.getLogger("plantbus.pipeline")
+
+
+def event_dead_letter(
+    record: Record,
+    event: Event,
+    pipeline: str,
+    stage: str,
+    error: str,
+    *,
+    sink: str | None = None,
+    attempts: list[Attempt] | None = None,
+    details: dict[str, Any] | None = None,
+) -> DeadLetter:
+    """Build the dead letter of a log record that a pipeline gave up on.
+
+    The payload is the record as it is in the log, so a redrive runs the
+    pipeline's steps again. `event` is the event as the failing step or sink
+    received it, whose id and type the dead letter lists.
+    """
+    return DeadLetter(
+        stage=stage,
+        error=error,
+        payload=record.body,
+        source=event.source,
+        content_type="application/cloudevents+json",
+        event_id=event.id,
+        event_type=event.type,
+        pipeline=pipeline,
+        sink=sink,
+        offset=record.offset,
+        attempts=attempts or [],
+        details=details or {},
+    )
 
 
 class Abandoned(Exception):
@@ -234,19 +269,14 @@ class Deliverer:
         attempts: list[Attempt],
         error: str,
     ) -> int:
-        event = item.event
         letter_id = await self.state.add_dead_letter(
-            DeadLetter(
-                stage=f"deliver:{sink_name}",
-                error=error,
-                payload=record.body,
-                source=event.source,
-                content_type="application/cloudevents+json",
-                event_id=event.id,
-                event_type=event.type,
-                pipeline=self.pipeline,
+            event_dead_letter(
+                record,
+                item.event,
+                self.pipeline,
+                f"deliver:{sink_name}",
+                error,
                 sink=sink_name,
-                offset=record.offset,
                 attempts=attempts,
             )
         )

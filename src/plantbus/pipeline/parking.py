@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from plantbus.backbone.log import Record, partition_for
+from plantbus.pipeline.delivery import event_dead_letter
 from plantbus.state.dead_letters import DeadLetter
 from plantbus.state.store import DeadLetterFilter, StateStore
 
@@ -61,7 +62,7 @@ class KeyParking:
             )
 
     async def hold_if_parked(self, record: Record) -> bool:
-        """Store the record as a parked event if its key is parked; return True then."""
+        """Store the record as a parked event if its key is parked and return True."""
         key = record.event.key
         if key not in self.blockers:
             return False
@@ -69,22 +70,18 @@ class KeyParking:
             blocker = self.blockers.get(key)
             if blocker is None:
                 return False
-            event = record.event
+            error = (
+                f"Held back: dead letter {blocker} of the same partition "
+                f"key {key!r} is not resolved yet. Redrive or discard it "
+                f"and this event follows in log order."
+            )
             await self.state.add_parked_event(
-                DeadLetter(
-                    stage="parked",
-                    error=(
-                        f"Held back: dead letter {blocker} of the same partition "
-                        f"key {key!r} is not resolved yet. Redrive or discard it "
-                        f"and this event follows in log order."
-                    ),
-                    payload=record.body,
-                    source=event.source,
-                    content_type="application/cloudevents+json",
-                    event_id=event.id,
-                    event_type=event.type,
-                    pipeline=self.pipeline,
-                    offset=record.offset,
+                event_dead_letter(
+                    record,
+                    record.event,
+                    self.pipeline,
+                    "parked",
+                    error,
                     details={"partitionkey": key, "blocked_by": blocker},
                 )
             )
@@ -124,7 +121,7 @@ class KeyParking:
     async def release(self, key: str, process: Process) -> None:
         """Send a key's parked events through the pipeline in log order, then unpark.
 
-        Stops at the first event that fails again; that event's dead letter
+        Stop at the first event that fails again. That event's dead letter
         becomes the key's new blocker and the rest stay parked.
         """
         sent = 0
@@ -148,19 +145,21 @@ class KeyParking:
                 ):
                     continue
                 failed = await self._send(letter, process)
-                outcome = (
-                    f"failed again: see dead letter {failed}"
-                    if failed is not None
-                    else "released in log order after its key's blocker"
-                )
                 if failed is not None:
                     await self.park(key, failed)
-                await self.state.finish_redrive(letter.id, outcome)
-                if failed is not None:
+                    await self.state.finish_redrive(
+                        letter.id, f"failed again: see dead letter {failed}"
+                    )
                     return
+                await self.state.finish_redrive(
+                    letter.id, "released in log order after its key's blocker"
+                )
                 sent += 1
 
     async def _held(self, key: str) -> list[DeadLetter]:
+        # NOTE: the store cannot filter by partition key, so this reads the
+        # pipeline's oldest 10,000 parked letters. Beyond that, a key whose
+        # letters are all later is unparked and its letters stay parked.
         letters = await self.state.dead_letters(
             DeadLetterFilter(pipeline=self.pipeline, status="parked"), limit=10_000
         )
@@ -171,10 +170,23 @@ class KeyParking:
 
     async def _send(self, letter: DeadLetter, process: Process) -> int | None:
         assert letter.event_id is not None
-        already: set[tuple[str, str]] = set()
-        for sink in self.ledger_sinks:
-            if letter.event_id in await self.state.delivered(sink, [letter.event_id]):
-                already.add((sink, letter.event_id))
-        record = Record(letter.offset or 0, 0, letter.payload, time.time())
-        record.partition = partition_for(record.event.key, self.partitions)
-        return await process(record, already)
+        already = await ledger_entries(self.state, self.ledger_sinks, letter.event_id)
+        return await process(record_of(letter, self.partitions), already)
+
+
+async def ledger_entries(
+    state: StateStore, sinks: list[str], event_id: str
+) -> set[tuple[str, str]]:
+    """Return the (sink, event id) pairs of the sinks whose ledger lists the event."""
+    already: set[tuple[str, str]] = set()
+    for sink in sinks:
+        if event_id in await state.delivered(sink, [event_id]):
+            already.add((sink, event_id))
+    return already
+
+
+def record_of(letter: DeadLetter, partitions: int) -> Record:
+    """Rebuild the log record of a dead letter's event, with its partition."""
+    record = Record(letter.offset or 0, 0, letter.payload, time.time())
+    record.partition = partition_for(record.event.key, partitions)
+    return record

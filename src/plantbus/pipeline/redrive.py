@@ -12,13 +12,11 @@ made while the hub is stopped waits in the state store for the next start.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
-from plantbus.backbone.log import Record, partition_for
 from plantbus.events.envelope import Event
 from plantbus.pipeline.delivery import Abandoned, Deliverer
-from plantbus.pipeline.parking import KeyParking, Process
+from plantbus.pipeline.parking import KeyParking, Process, ledger_entries, record_of
 from plantbus.state.dead_letters import DeadLetter
 from plantbus.state.store import StateStore
 
@@ -87,19 +85,15 @@ class Redriver:
             )
 
         event_id = letter.event_id
-        already: set[tuple[str, str]] = set()
-        for sink in self.ledger_sinks:
-            if event_id in await self.state.delivered(sink, [event_id]):
-                already.add((sink, event_id))
+        already = await ledger_entries(self.state, self.ledger_sinks, event_id)
         if letter.sink is not None:
             if (letter.sink, event_id) in already:
                 return f"not sent: the ledger already lists it at {letter.sink!r}"
             # The other targets had received the event the first time.
             already.update((s, event_id) for s in self.ledger_sinks if s != letter.sink)
 
-        record = Record(letter.offset or 0, 0, letter.payload, time.time())
+        record = record_of(letter, self.partitions)
         key = record.event.key
-        record.partition = partition_for(key, self.partitions)
         # The process callable writes the ledger before it returns, so the
         # dead letter is never `redriven` without its delivery in the ledger.
         again = await self.process(record, already)

@@ -22,12 +22,17 @@ from typing import Any
 from plantbus.backbone.log import EventLog, Record
 from plantbus.errors import PlantbusError, RetryableDeliveryError
 from plantbus.observability.metrics import CONSUMER_LAG, DEAD_LETTERS, STEP_FAILURES
-from plantbus.pipeline.delivery import Abandoned, Deliverer, backoff_seconds
+from plantbus.pipeline.delivery import (
+    Abandoned,
+    Deliverer,
+    backoff_seconds,
+    event_dead_letter,
+)
 from plantbus.pipeline.leases import LeaseFollower, Leases
 from plantbus.pipeline.parking import KeyParking
 from plantbus.pipeline.redrive import Redriver
 from plantbus.pipeline.steps import RouteStep, Step, TypeMatcher, WorkItem
-from plantbus.state.dead_letters import Attempt, DeadLetter
+from plantbus.state.dead_letters import Attempt
 from plantbus.state.store import ReplayRequest, StateStore
 
 logger = logging.getLogger("plantbus.pipeline")
@@ -145,10 +150,7 @@ class PipelineRuntime:
             # Partitions join one by one as their leases are taken.
             positions = {}
         tracker = OffsetTracker(positions)
-        if self.parking is not None:
-            await self.parking.load()
-            if self.leases is not None:
-                self.leases.prune(self.parking.blockers)
+        await self._load_parked_keys()
         logger.info("pipeline %s started at %s", self.name, _summary(positions))
         last_commit = time.monotonic()
         committed = dict(positions)
@@ -170,9 +172,8 @@ class PipelineRuntime:
                     changed = await self.leases.follow(
                         tracker, committed, lambda: self._commit(tracker, committed)
                     )
-                    if changed and self.parking is not None:
-                        await self.parking.load()
-                        self.leases.prune(self.parking.blockers)
+                    if changed:
+                        await self._load_parked_keys()
                 room = self.max_in_flight - tracker.in_work
                 if room <= 0:
                     self._room.clear()
@@ -208,6 +209,13 @@ class PipelineRuntime:
             )
         if self._failure is not None:
             raise self._failure
+
+    async def _load_parked_keys(self) -> None:
+        if self.parking is None:
+            return
+        await self.parking.load()
+        if self.leases is not None:
+            self.leases.prune(self.parking.blockers)
 
     async def _redrive_periodically(self) -> None:
         # A redriven event is delivered beside its key's lane. With key parking
@@ -362,8 +370,8 @@ class PipelineRuntime:
     ) -> int | None:
         """Process a redriven or released record and write its ledger entries now.
 
-        The caller marks the dead letter done next; the ledger must already
-        hold the delivery then, so that a restart does not deliver it twice.
+        The caller marks the dead letter done next, so the ledger must already
+        contain the delivery then, or a restart would deliver it twice.
         The state store runs its statements in order, so a commit that took
         the list of deliveries first has written it before this one returns.
         """
@@ -392,9 +400,7 @@ class PipelineRuntime:
                     attempts.append(Attempt(time.time(), str(exc)))
                     policy = self.deliverer.policy
                     if len(attempts) >= policy.max_attempts:
-                        return await self._step_failed(
-                            step.name, record, exc, attempts
-                        )
+                        return await self._step_failed(step.name, record, exc, attempts)
                     await self.deliverer.wait(
                         backoff_seconds(policy, len(attempts), exc.retry_after)
                     )
@@ -420,25 +426,16 @@ class PipelineRuntime:
             extra={"event_id": event.id, "correlation_id": event.correlationid},
         )
         return await self.state.add_dead_letter(
-            DeadLetter(
-                stage=step,
-                error=str(exc),
-                payload=record.body,
-                source=event.source,
-                content_type="application/cloudevents+json",
-                event_id=event.id,
-                event_type=event.type,
-                pipeline=self.name,
-                offset=record.offset,
-                attempts=attempts,
+            event_dead_letter(
+                record, event, self.name, step, str(exc), attempts=attempts
             )
         )
 
     async def _commit(self, tracker: OffsetTracker, committed: dict[int, int]) -> None:
         offsets = tracker.committable()
         changed = {p: o for p, o in offsets.items() if committed.get(p) != o}
-        # The ledger must hold every delivery below an offset before that offset
-        # is committed; otherwise a replay could not tell what had arrived.
+        # The ledger must contain every delivery below an offset before that
+        # offset is committed, or a replay could not tell what had arrived.
         recorded, self.deliverer.unrecorded = self.deliverer.unrecorded, []
         await self.state.record_deliveries(recorded)
         if changed:
@@ -453,9 +450,7 @@ def _log_stop(pipeline: str, exc: BaseException) -> None:
     if isinstance(exc, PlantbusError):
         logger.error("pipeline %s stopped: %s", pipeline, exc)
     else:
-        logger.error(
-            "pipeline %s stopped on an internal error", pipeline, exc_info=exc
-        )
+        logger.error("pipeline %s stopped on an internal error", pipeline, exc_info=exc)
 
 
 def _summary(positions: dict[int, int]) -> str:
