@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from plantbus.admin import AdminService
 from plantbus.config import HubConfig
 from plantbus.connectors.base import Sink
 from plantbus.errors import PermanentDeliveryError
 from plantbus.events.envelope import Event
+from plantbus.pipeline import parking
 from plantbus.state.store import DeadLetterFilter
 
 from .conftest import PIPELINE, make_runtime, progressed, run_until
@@ -188,3 +191,34 @@ async def test_parking_off_lets_later_events_flow(stores) -> None:
     await run_until(make_runtime(log, state, sink, park_keys=False), flowed)
     assert sink.order_of("WO1") == ["2", "3"]
     assert await _letters(state, "parked") == []
+
+
+async def test_parking_release_reads_all_pages(
+    stores, config: HubConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, state = stores
+    events = await _stream(log, {"WO1": 3, "WO2": 3, "WO3": 3})
+    sink = SelectiveSink({events[key][0].id for key in events})
+    # One letter per page, so WO3's parked letters are on later pages.
+    monkeypatch.setattr(parking, "PAGE_SIZE", 1)
+
+    async def all_parked() -> bool:
+        return len(await _letters(state, "parked")) == 6
+
+    await run_until(make_runtime(log, state, sink), all_parked)
+    (wo3_blocker,) = [
+        letter
+        for letter in await _letters(state, "open")
+        if letter.event_id == events["WO3"][0].id
+    ]
+    await AdminService(state, config).discard(
+        DeadLetterFilter(ids=[wo3_blocker.id]), actor="t", reason="cancelled"
+    )
+
+    async def released() -> bool:
+        return len(sink.order_of("WO3")) == 2
+
+    await run_until(make_runtime(log, state, sink), released)
+
+    assert sink.order_of("WO3") == ["2", "3"]
+    assert "WO3" not in await state.parked_keys(PIPELINE)

@@ -29,6 +29,9 @@ logger = logging.getLogger("plantbus.pipeline")
 # the dead letter it left, or None.
 Process = Callable[[Record, set[tuple[str, str]]], Awaitable[int | None]]
 
+# Parked letters read from the state store per query.
+PAGE_SIZE = 10_000
+
 # Dead-letter statuses in which a blocker still holds its key.
 _HOLDING = ("open", "redriving")
 
@@ -157,15 +160,23 @@ class KeyParking:
                 sent += 1
 
     async def _held(self, key: str) -> list[DeadLetter]:
-        # NOTE: the store cannot filter by partition key, so this reads the
-        # pipeline's oldest 10,000 parked letters. Beyond that, a key whose
-        # letters are all later is unparked and its letters stay parked.
-        letters = await self.state.dead_letters(
-            DeadLetterFilter(pipeline=self.pipeline, status="parked"), limit=10_000
-        )
-        held = [
-            letter for letter in letters if letter.details.get("partitionkey") == key
-        ]
+        # The store cannot filter by partition key, so the pipeline's parked
+        # letters are read page by page and filtered here.
+        held: list[DeadLetter] = []
+        after_id = None
+        while True:
+            page = await self.state.dead_letters(
+                DeadLetterFilter(
+                    pipeline=self.pipeline, status="parked", after_id=after_id
+                ),
+                limit=PAGE_SIZE,
+            )
+            held += [
+                letter for letter in page if letter.details.get("partitionkey") == key
+            ]
+            if len(page) < PAGE_SIZE:
+                break
+            after_id = page[-1].id
         return sorted(held, key=lambda letter: (letter.offset or 0, letter.id or 0))
 
     async def _send(self, letter: DeadLetter, process: Process) -> int | None:

@@ -98,6 +98,8 @@ class DeadLetterFilter:
     since: float | None = None
     until: float | None = None
     status: str | None = "open"
+    # Only dead letters with a larger id, for reading page by page.
+    after_id: int | None = None
 
 
 def dead_letter_where(
@@ -137,6 +139,9 @@ def dead_letter_where(
         position = "instr" if sqlite else "strpos"
         clauses.append(f"{position}(error, {mark}) > 0")
         parameters.append(where.error_contains)
+    if where.after_id is not None:
+        clauses.append(f"id > {mark}")
+        parameters.append(where.after_id)
     if where.since is not None:
         clauses.append(f"created_at >= {mark}")
         parameters.append(where.since)
