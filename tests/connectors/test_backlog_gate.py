@@ -32,7 +32,8 @@ async def test_gate_waits_until_backlog_is_under_limit() -> None:
     gate = BacklogGate(measure, 10, asyncio.Event(), poll_seconds=0.01)
     waiting = asyncio.create_task(gate.wrap(ingest, "drop")([]))
     await asyncio.sleep(0.1)
-    assert appended == [] and not waiting.done()
+    assert appended == []
+    assert not waiting.done()
 
     backlog["events"] = 10
     await asyncio.wait_for(waiting, 2)
@@ -102,7 +103,7 @@ pipelines:
         inbox.mkdir(exist_ok=True)
         for number in range(6):
             (inbox / f"wo-{number}.xml").write_bytes(_document(f"WO-{number}"))
-        # Each document holds more events than the limit, so after the first
+        # Each document contains more events than the limit, so after the first
         # file the source waits and the other files stay in the inbox.
         for _ in range(100):
             if (inbox / "done").exists() and any((inbox / "done").iterdir()):

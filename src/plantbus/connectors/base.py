@@ -27,8 +27,8 @@ class Source(ABC):
     """Something outside that produces events: an HTTP endpoint, a folder, a broker."""
 
     name: str
-    # True for sources that lose nothing by pausing (a folder, a polled
-    # database); the hub then holds them back while the backlog is too long.
+    # True for sources that lose nothing by pausing, such as a folder or a
+    # polled database. The hub pauses them while the backlog is too long.
     can_wait: bool = False
 
     @abstractmethod

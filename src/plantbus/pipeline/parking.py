@@ -32,7 +32,7 @@ Process = Callable[[Record, set[tuple[str, str]]], Awaitable[int | None]]
 # Parked letters read from the state store per query.
 PAGE_SIZE = 10_000
 
-# Dead-letter statuses in which a blocker still holds its key.
+# Dead-letter statuses in which a blocker keeps its key parked.
 _HOLDING = ("open", "redriving")
 
 

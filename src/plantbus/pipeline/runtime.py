@@ -219,8 +219,8 @@ class PipelineRuntime:
 
     async def _redrive_periodically(self) -> None:
         # A redriven event is delivered beside its key's lane. With key parking
-        # on, the lane holds the key's newer events back meanwhile; with it off,
-        # the redriven event can overtake or trail them.
+        # on, the key's newer events are parked meanwhile. With it off, the
+        # redriven event can overtake or trail them.
         while not self.stopping.is_set():
             try:
                 await self.redriver.run_pending()
