@@ -266,7 +266,9 @@ async def build_hub(config: HubConfig, catalogue: Catalogue | None = None) -> Hu
     # one data folder too; otherwise one hub owns it.
     lock = None if shares_work(config) else _lock_data_dir(data_dir)
     log = _make_log(config) or SqliteLog(
-        data_dir / "log.sqlite", partitions=config.backbone.partitions
+        data_dir / "log.sqlite",
+        partitions=config.backbone.partitions,
+        cache_mib=config.backbone.cache_mib,
     )
     await log.start()
     state = make_state_store(config)

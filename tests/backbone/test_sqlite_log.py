@@ -226,3 +226,15 @@ async def test_sqlite_log_integrity_after_mixed_work(log: EventLog) -> None:
     connection.close()
 
     assert result == "ok"
+
+
+async def test_page_cache_size_is_set_on_both_connections(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path / "log.sqlite", partitions=2, cache_mib=8)
+    await log.start()
+    try:
+        for connection in (log._write_connection, log._read_connection):
+            assert connection is not None
+            # Negative: KiB rather than pages.
+            assert connection.execute("PRAGMA cache_size").fetchone() == (-8192,)
+    finally:
+        await log.close()

@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 
 from plantbus.sim.trytond_server import free_port
 
-from ..connectors.mqtt.mqtt_brokers import PrivateBroker
+from ..connectors.mqtt.mqtt_brokers import PrivateBroker, private_broker
 from .test_mqtt_burst import BROKER, HUB, inspection_message
 from .test_target_outage import Hub, TargetProcess, spawn, wait_for_url
 
@@ -90,12 +90,7 @@ class SteadyPublisher(threading.Thread):
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    folder = tmp_path / "mosquitto"
-    folder.mkdir()
-    broker = PrivateBroker(folder, BROKER)
-    broker.start()
-    yield broker
-    broker.stop()
+    yield from private_broker(tmp_path, BROKER)
 
 
 @pytest.fixture
@@ -123,6 +118,7 @@ def test_mosquitto_restart_loses_no_qos1_message(
             target=qms.url,
             connections=8,
             max_in_flight=1000,
+            cache_mib=64,
         )
     )
     url = f"http://127.0.0.1:{port}"

@@ -49,6 +49,7 @@ class SqliteLog(EventLog):
         partitions: int = 16,
         *,
         busy_timeout: float = 5.0,
+        cache_mib: int = store.CACHE_MIB,
         poll_interval: float = 0.1,
         trim_chunk: int = 10_000,
     ) -> None:
@@ -60,6 +61,8 @@ class SqliteLog(EventLog):
         self.partitions = partitions
         # Seconds that a commit waits for a lock held by another connection.
         self.busy_timeout = busy_timeout
+        # Page cache of each of the two connections, in MiB.
+        self.cache_mib = cache_mib
         # Records deleted per transaction by trim, so appends can run in between.
         self.trim_chunk = trim_chunk
 
@@ -85,7 +88,7 @@ class SqliteLog(EventLog):
 
         try:
             self._write_connection = await self._on_writer(
-                "open", store.connect, self.path, self.busy_timeout
+                "open", store.connect, self.path, self.busy_timeout, self.cache_mib
             )
             last_offset = await self._on_writer(
                 "create its tables",
@@ -96,7 +99,7 @@ class SqliteLog(EventLog):
             )
             self._watch.note(last_offset)
             self._read_connection = await self._on_reader(
-                "open", store.connect, self.path, self.busy_timeout
+                "open", store.connect, self.path, self.busy_timeout, self.cache_mib
             )
         except BaseException:
             await self._release()

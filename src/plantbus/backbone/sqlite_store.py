@@ -60,12 +60,14 @@ CREATE TABLE IF NOT EXISTS log_meta (
 );
 """
 
-# A 64 MiB page cache holds the event id index of roughly a million events
-# (an estimate for 36-character ids). Each 500-event commit dirties hundreds of
-# pages of that randomly ordered index, so the default checkpoint every 1000
-# pages would run every few commits; 4000 pages (16 MiB) runs less often.
+# The default page cache of each connection, in MiB. 64 MiB holds the event id
+# index of roughly a million events (an estimate for 36-character ids). The
+# cache fills as the log grows, so it is most of the memory that a backlog
+# costs. Each 500-event commit dirties hundreds of pages of that randomly
+# ordered index, so the default checkpoint every 1000 pages would run every
+# few commits; 4000 pages (16 MiB) runs less often.
+CACHE_MIB = 64
 CONNECTION_PRAGMAS = (
-    "PRAGMA cache_size = -65536",
     "PRAGMA wal_autocheckpoint = 4000",
     "PRAGMA temp_store = MEMORY",
 )
@@ -154,7 +156,9 @@ def describe_error(
     return error(f"{where} could not {action} (SQLite: {exc}).")
 
 
-def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+def connect(
+    path: Path, busy_timeout: float, cache_mib: int = CACHE_MIB
+) -> sqlite3.Connection:
     """Open one connection in autocommit mode with WAL and durable commits."""
     connection = sqlite3.connect(
         path,
@@ -168,6 +172,8 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         # FULL syncs the WAL on every commit, so a commit survives power loss
         # and not only the end of the process.
         connection.execute("PRAGMA synchronous = FULL")
+        # A negative size is in KiB rather than pages.
+        connection.execute(f"PRAGMA cache_size = -{int(cache_mib) * 1024}")
         for pragma in CONNECTION_PRAGMAS:
             connection.execute(pragma)
     except BaseException:

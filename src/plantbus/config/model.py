@@ -53,6 +53,10 @@ class BackboneConfig(Strict):
     # responds with 503 unless `api.max_backlog_events` sets its own limit.
     # None: no limit.
     max_backlog_events: int | None = Field(default=None, ge=1)
+    # Embedded only: the page cache of each of the log's two SQLite
+    # connections, in MiB. While a backlog builds, the caches fill, so the
+    # log's memory grows up to twice this and then stays there.
+    cache_mib: int = Field(default=64, ge=1, le=65536)
 
 
 class StateConfig(Strict):
@@ -268,7 +272,8 @@ class MqttSourceConfig(Strict):
     # Messages appended to the log in one transaction, at most.
     max_batch: int = Field(default=500, ge=1)
     # MQTT 5: messages at QoS 1 and 2 that the broker may send before plantbus
-    # acknowledges them (Receive Maximum).
+    # acknowledges them (Receive Maximum). On either protocol, the source stops
+    # reading while this many messages wait to be appended.
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
 
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,18 @@ class PrivateBroker:
     def settings(self, **options: object) -> MqttBrokerConfig:
         """Return broker settings for this broker with fast reconnects."""
         return broker_settings(self.port, **options)
+
+
+def private_broker(tmp_path: Path, extra: str) -> Iterator[PrivateBroker]:
+    """Run a PrivateBroker in tmp_path/mosquitto; fixtures `yield from` this."""
+    folder = tmp_path / "mosquitto"
+    folder.mkdir()
+    broker = PrivateBroker(folder, extra)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 def broker_settings(port: int = 1883, **options: object) -> MqttBrokerConfig:

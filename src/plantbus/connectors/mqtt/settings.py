@@ -20,10 +20,23 @@ def make_client(
     client_id: str,
     *,
     persistent: bool,
-    receive_maximum: int | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> aiomqtt.Client:
-    """Create an aiomqtt client; a persistent one resumes its session on connect.
+    """Create an aiomqtt client; a persistent one resumes its session on connect."""
+    return aiomqtt.Client(
+        **client_options(broker, client_id, persistent=persistent, tls=tls)
+    )
+
+
+def client_options(
+    broker: MqttBrokerConfig,
+    client_id: str,
+    *,
+    persistent: bool,
+    receive_maximum: int | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
+    """Return the keyword arguments of an aiomqtt client for a broker.
 
     `tls` is the context from `tls_context`, built once when the connector is
     created so that a bad certificate file stops the hub at start.
@@ -55,7 +68,7 @@ def make_client(
         options["clean_session"] = not persistent
     if tls is not None:
         options["tls_context"] = tls
-    return aiomqtt.Client(**options)
+    return options
 
 
 def resolve_paths(broker: MqttBrokerConfig, base_dir: Path) -> MqttBrokerConfig:

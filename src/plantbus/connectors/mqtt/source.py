@@ -19,13 +19,10 @@ its in-memory state no longer has the message id. The broker then keeps
 waiting for it in this session (read from the paho code, not tested).
 
 Messages are taken from the client in batches of up to `max_batch` and
-appended in one transaction, so one fsync covers many messages.
-NOTE: the broker should hold back QoS 1 and 2 messages beyond the in-flight
-window (the Receive Maximum on MQTT 5), but Mosquitto 2.0.11 was seen to send
-many more once the client acknowledges. Messages that arrive faster than
-they are appended then wait in the client's queue in memory. The source does
-not stop reading, because a broker drops messages for a client that falls
-behind.
+appended in one transaction, so one fsync covers many messages. At most about
+`receive_maximum` messages wait in memory: the client pauses reading its
+socket beyond that (flow.py explains why the broker's own limit is not
+enough), and the source reads again as soon as it has appended half of them.
 """
 
 from __future__ import annotations
@@ -40,13 +37,14 @@ import aiomqtt
 
 from plantbus.config.model import MqttBrokerConfig, MqttSubscriptionConfig
 from plantbus.connectors.base import Ingest, Reject, Source
+from plantbus.connectors.mqtt.flow import PausingClient
 from plantbus.connectors.mqtt.messages import (
     Subscription,
     cloudevents_event,
     dead_letter,
     json_event,
 )
-from plantbus.connectors.mqtt.settings import Backoff, make_client, tls_context
+from plantbus.connectors.mqtt.settings import Backoff, client_options, tls_context
 from plantbus.connectors.mqtt.sparkplug import SparkplugHandler
 from plantbus.errors import BatchRejected, EventError, FormatError
 from plantbus.events.envelope import Event
@@ -143,12 +141,15 @@ class MqttSource(Source):
     async def _session(
         self, ingest: Ingest, reject: Reject, stop: asyncio.Event, backoff: Backoff
     ) -> None:
-        client = make_client(
-            self.broker,
-            self.client_id,
-            persistent=True,
-            receive_maximum=self.receive_maximum,
-            tls=self._tls,
+        client = PausingClient(
+            max_queued=max(2, self.receive_maximum),
+            **client_options(
+                self.broker,
+                self.client_id,
+                persistent=True,
+                receive_maximum=self.receive_maximum,
+                tls=self._tls,
+            ),
         )
         # NOTE: aiomqtt 2.5.1 has no manual acknowledgement API, so this uses
         # the paho-mqtt client inside it. Manual acks must be on before the
@@ -169,6 +170,7 @@ class MqttSource(Source):
             )
             messages = client.messages
             while True:
+                client.resume_reading()
                 first = await _next_or_stop(messages, stop)
                 if first is None:
                     return
