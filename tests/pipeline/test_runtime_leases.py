@@ -23,6 +23,7 @@ from plantbus.pipeline.delivery import Deliverer
 from plantbus.pipeline.runtime import PipelineRuntime
 from plantbus.state.leases import PartitionLeases
 from plantbus.state.postgres import PostgresStateStore
+from plantbus.state.store import ReplayRequest
 
 from ..state.conftest import postgres_dsn  # noqa: F401
 
@@ -151,6 +152,57 @@ async def test_runtime_leases_hand_over_partitions_in_order(
         sent = [e.id for e in events if e.partitionkey == key]
         received = [e.id for _, e in deliveries if e.partitionkey == key]
         assert received == sent, f"key {key} out of order"
+
+
+async def test_runtime_leases_replay_moves_every_partition(
+    postgres_dsn: str,  # noqa: F811
+    log: SqliteLog,
+) -> None:
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    hub = f"runtime-leases-{uuid.uuid4().hex[:12]}"
+    events = [progressed(f"WO-{n % 30}", n) for n in range(400)]
+    await log.append(events)
+    deliveries: list[tuple[str, Event]] = []
+    workers = [
+        await _worker(name, postgres_dsn, schema, hub, log, deliveries)
+        for name in ("first", "second")
+    ]
+    tasks = [asyncio.create_task(runtime.run()) for runtime, _, _ in workers]
+    try:
+        await _wait(lambda: len(deliveries) == len(events))
+        # Both hold their share, so each has read positions of its own.
+        for _, leases, _ in workers:
+            assert len(leases.group("erp-postings").owned) == PARTITIONS // 2
+        request_id = await workers[1][2].request_replay(
+            ReplayRequest("erp-postings", from_offset=1, force=True)
+        )
+        await _wait(lambda: len(deliveries) == 2 * len(events))
+        # Wait until both are back to their share, then for any late repeat.
+        await _wait(
+            lambda: all(
+                len(leases.group("erp-postings").owned) == PARTITIONS // 2
+                for _, leases, _ in workers
+            )
+        )
+        await asyncio.sleep(0.5)
+    finally:
+        for runtime, _, _ in workers:
+            runtime.stopping.set()
+        await asyncio.gather(*tasks)
+        for _, leases, state in workers:
+            await leases.close()
+            await state.close()
+
+    assert request_id > 0
+    replayed = deliveries[len(events) :]
+    assert len(deliveries) == 2 * len(events)
+    assert sorted(e.id for _, e in replayed) == sorted(e.id for e in events)
+    # One worker applied the replay while it held every partition.
+    assert len({worker for worker, _ in replayed[:50]}) == 1
+    for key in {event.partitionkey for event in events}:
+        sent = [e.id for e in events if e.partitionkey == key]
+        received = [e.id for _, e in replayed if e.partitionkey == key]
+        assert received == sent, f"key {key} out of order in the replay"
 
 
 async def test_runtime_leases_lost_session_stops_pipeline(

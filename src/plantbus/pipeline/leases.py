@@ -6,11 +6,11 @@ joins at the consumer group's committed offset. A partition marked for release
 is no longer read. Once none of its records is in work, its offset is committed
 and the lease is handed back, so the next owner starts exactly after it.
 
-NOTE: a replay request is applied by the first worker that sees it. It moves
-every partition of the group, but the other workers keep their read positions
-in memory, read on from there and commit over the moved offsets. Until replay
-requests are applied per partition owner, stop all workers but one for a
-replay.
+A replay request moves every partition of the group, so the runtime calls
+`ready_for_replay` first: one worker takes the group's replay lock and
+collects every partition, the others hand theirs back, and the request is
+applied only once the one worker holds them all. No other worker then has a
+read position in memory that it could commit over the moved offsets.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ class Leases(Protocol):
 
     async def release(self, partitions: list[int]) -> None: ...
 
+    async def claim_replay(self) -> bool: ...
+
+    def holds_all(self) -> bool: ...
+
+    async def end_replay(self) -> None: ...
+
 
 class Tracked(Protocol):
     """The part of the runtime's offset tracker that leases change."""
@@ -57,6 +63,8 @@ class LeaseFollower:
         self.group = group
         self.log = log
         self.leases = leases
+        # Set while this worker holds the replay lock and collects partitions.
+        self._collecting = False
 
     def owns_key(self, key: str) -> bool:
         """Return whether this worker holds the lease of a key's partition."""
@@ -70,6 +78,29 @@ class LeaseFollower:
         """
         for key in [k for k in blockers if not self.owns_key(k)]:
             del blockers[key]
+
+    async def ready_for_replay(self, pending: bool) -> bool:
+        """Return whether this worker may apply a pending replay now.
+
+        With a replay pending, the worker that holds the group's replay lock
+        collects every partition and may apply it once it holds them all.
+        Every other worker hands its partitions back meanwhile. Without a
+        pending replay, every worker returns to its fair share.
+        """
+        if not pending:
+            self._collecting = False
+            await self.leases.end_replay()
+            return False
+        if not await self.leases.claim_replay():
+            return False
+        if not self._collecting:
+            self._collecting = True
+            logger.info(
+                "pipeline %s collects every partition of group %s to apply a replay",
+                self.pipeline,
+                self.group,
+            )
+        return self.leases.holds_all()
 
     def positions(self, tracker: Tracked) -> dict[int, int]:
         """Return the read positions of the partitions the pipeline may read now."""

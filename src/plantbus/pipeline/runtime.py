@@ -239,6 +239,10 @@ class PipelineRuntime:
         self, tracker: OffsetTracker, committed: dict[int, int]
     ) -> None:
         requests = await self.state.pending_replays(self.name)
+        if self.leases is not None and not await self.leases.ready_for_replay(
+            bool(requests)
+        ):
+            return
         if not requests:
             return
 

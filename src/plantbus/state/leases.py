@@ -20,6 +20,13 @@ pipeline stops reading them, finishes the records in work, commits and
 releases them. A member below its share takes free partitions with
 pg_try_advisory_lock. Three workers split 16 partitions 6, 5 and 5, and take
 over a dead worker's partitions on the next round.
+
+A replay moves every partition of a group, so one worker applies it while it
+holds all of them. The worker that takes the group's replay lock sets its
+demand to every partition, and the others set theirs to none: they finish
+their records in work, commit and hand their partitions back. Once the
+replay is applied, every worker returns to its fair share and the others
+start the partitions they take at the moved offsets.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import socket
 import zlib
 from collections.abc import Iterable
+from typing import Literal
 
 import psycopg
 from psycopg import AsyncConnection
@@ -81,6 +89,11 @@ class GroupLeases:
         self.members: list[int] = []
         self.owned: set[int] = set()
         self.releasing: set[int] = set()
+        # How many partitions this worker aims for: its fair share, none, or
+        # all of them while it applies a replay.
+        self.demand: Literal["fair", "none", "all"] = "fair"
+        self.replay_key = lock_class(manager.hub, "replay", group)
+        self.replay_claimed = False
 
     @property
     def failure(self) -> BaseException | None:
@@ -98,6 +111,28 @@ class GroupLeases:
     async def release(self, partitions: Iterable[int]) -> None:
         """Hand partitions back; call only when none of their records is in work."""
         await self.manager.unlock(self, partitions)
+
+    async def claim_replay(self) -> bool:
+        """Take the group's replay lock unless another worker has it; return success.
+
+        The holder's demand becomes every partition and everyone else's none,
+        from the next balancing round on.
+        """
+        if not self.replay_claimed:
+            self.replay_claimed = await self.manager.try_lock(self.replay_key, 0)
+        self.demand = "all" if self.replay_claimed else "none"
+        return self.replay_claimed
+
+    def holds_all(self) -> bool:
+        """Return whether this worker holds every partition and releases none."""
+        return len(self.owned) == self.manager.partitions and not self.releasing
+
+    async def end_replay(self) -> None:
+        """Return to the fair share and hand back the replay lock if held."""
+        self.demand = "fair"
+        if self.replay_claimed:
+            await self.manager.unlock_key(self.replay_key, 0)
+            self.replay_claimed = False
 
 
 class PartitionLeases:
@@ -166,13 +201,15 @@ class PartitionLeases:
             leases.slot = None
             leases.owned.clear()
             leases.releasing.clear()
+            leases.replay_claimed = False
 
     def _db(self) -> AsyncConnection[tuple[int]]:
         if self._connection is None:
             raise PlantbusError("The partition leases are not started; call start().")
         return self._connection
 
-    async def _try_lock(self, key: int, number: int) -> bool:
+    async def try_lock(self, key: int, number: int) -> bool:
+        """Take an advisory lock of this session without waiting; return success."""
         cursor = await self._db().execute(
             "SELECT pg_try_advisory_lock(%s, %s)", (key, number)
         )
@@ -185,7 +222,7 @@ class PartitionLeases:
 
     async def _join(self, leases: GroupLeases) -> int:
         for slot in range(MAX_MEMBERS):
-            if await self._try_lock(leases.members_key, slot):
+            if await self.try_lock(leases.members_key, slot):
                 return slot
         raise PlantbusError(
             f"Consumer group {leases.group!r} of hub {self.hub!r} already has "
@@ -203,7 +240,12 @@ class PartitionLeases:
                     f"Worker {self.worker} lost its membership lock of consumer "
                     f"group {leases.group!r}; its session was ended on the server."
                 )
-            share = fair_share(self.partitions, leases.members, leases.slot)
+            if leases.demand == "all":
+                share = self.partitions
+            elif leases.demand == "none":
+                share = 0
+            else:
+                share = fair_share(self.partitions, leases.members, leases.slot)
             await self._balance(leases, share)
 
     async def _balance(self, leases: GroupLeases, share: int) -> None:
@@ -243,21 +285,24 @@ class PartitionLeases:
                 break
             if partition in held or partition in leases.owned:
                 continue
-            if await self._try_lock(leases.key, partition):
+            if await self.try_lock(leases.key, partition):
                 leases.owned.add(partition)
                 taken.append(partition)
         return taken
 
+    async def unlock_key(self, key: int, number: int) -> None:
+        """Release one advisory lock of this session."""
+        await self._db().execute("SELECT pg_advisory_unlock(%s, %s)", (key, number))
+
     async def unlock(self, leases: GroupLeases, partitions: Iterable[int]) -> None:
         """Release partition leases of a group that this worker holds."""
-        for partition in sorted(partitions):
-            if partition not in leases.owned:
-                continue
-            await self._db().execute(
-                "SELECT pg_advisory_unlock(%s, %s)", (leases.key, partition)
-            )
+        released = sorted(set(partitions) & leases.owned)
+        for partition in released:
+            await self.unlock_key(leases.key, partition)
             leases.owned.discard(partition)
             leases.releasing.discard(partition)
+        if not released:
+            return
         logger.info(
             "worker %s released partitions of group %s; holds %s",
             self.worker,
@@ -288,4 +333,5 @@ class PartitionLeases:
                 for leases in self.groups.values():
                     leases.owned.clear()
                     leases.releasing.clear()
+                    leases.replay_claimed = False
                 return
