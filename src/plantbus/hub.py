@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,14 +103,7 @@ class Hub:
         )
         tasks = [
             asyncio.create_task(
-                source.run(
-                    gate.wrap(self.ingest, source.name)
-                    if gate is not None and source.can_wait
-                    else self.ingest,
-                    self.reject,
-                    self.stopping,
-                ),
-                name=f"source:{source.name}",
+                self._run_source(source, gate), name=f"source:{source.name}"
             )
             for source in self.sources
         ] + [
@@ -141,6 +135,21 @@ class Hub:
                 raise failures[0]  # type: ignore[misc]
         finally:
             await self.close()
+
+    async def _run_source(self, source: Source, gate: BacklogGate | None) -> None:
+        ingest = (
+            gate.wrap(self.ingest, source.name)
+            if gate is not None and source.can_wait
+            else self.ingest
+        )
+        if self.leases is None or not source.exclusive:
+            await source.run(ingest, self.reject, self.stopping)
+            return
+        await self.leases.run_exclusively(
+            source.name,
+            lambda stop: source.run(ingest, self.reject, stop),
+            self.stopping,
+        )
 
     async def close(self) -> None:
         """Close sinks, systems, the state store and the log."""
@@ -468,12 +477,18 @@ def _build_mqtt_source(config: MqttSourceConfig, hub: Hub) -> Source:
 def _build_mqtt_sink(config: MqttSinkConfig, hub: Hub) -> Sink:
     from plantbus.connectors.mqtt.settings import resolve_paths
     from plantbus.connectors.mqtt.sink import MqttSink
+    from plantbus.state.factory import shares_work
 
+    client_id = _mqtt_client_id(hub, config.name)
+    if shares_work(hub.config):
+        # Each worker publishes, and a shared client id would make the broker
+        # drop one worker's connection whenever another connects.
+        client_id = f"{client_id}-{socket.gethostname()}-{os.getpid()}"
     return MqttSink(
         config.name,
         resolve_paths(config.broker, hub.config.base_dir),
         config.topic,
-        client_id=_mqtt_client_id(hub, config.name),
+        client_id=client_id,
         qos=config.qos,
         retain=config.retain,
         payload=config.payload,

@@ -24,15 +24,18 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import nats
 import pytest
 from nats.js.errors import NotFoundError
 
 from plantbus.backbone.jetstream import JetStreamLog
 from plantbus.events.envelope import Event
+from plantbus.sim.trytond_server import free_port
 from plantbus.state.leases import lock_class
 
 from ..backbone.nats_servers import machine_nats
+from ..connectors.mqtt.mqtt_brokers import publish
 from ..state.conftest import advisory_lock_holders, postgres_dsn  # noqa: F401
 
 KEYS = 40
@@ -161,14 +164,16 @@ def stream() -> Iterator[str]:
     asyncio.run(_delete_stream(machine_nats(), name))
 
 
-def _start_worker(hub_file: Path, name: str, log_dir: Path) -> subprocess.Popen[bytes]:
+def _start_worker(
+    hub_file: Path, name: str, log_dir: Path, **environment: str
+) -> subprocess.Popen[bytes]:
     plantbus = Path(sys.executable).with_name("plantbus")
     output = (log_dir / f"{name}.log").open("wb")
     return subprocess.Popen(
         [str(plantbus), "run", str(hub_file)],
         stdout=output,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "WORKER_NAME": name},
+        env={**os.environ, "WORKER_NAME": name, **environment},
         cwd=hub_file.parent,
     )
 
@@ -179,6 +184,29 @@ def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {seconds} s waiting until {what}")
         time.sleep(0.05)
+
+
+def _wait_for_all_posted(target: Target, events: list[Event]) -> None:
+    _wait(
+        lambda: len(target.postings) == len(events),
+        60,
+        f"all {len(events)} events are posted",
+    )
+    # Time for a late repeat to show up before the checks.
+    time.sleep(1.0)
+
+
+def _stop(
+    workers: dict[str, subprocess.Popen[bytes]], server: ThreadingHTTPServer
+) -> None:
+    """Stop the live workers with SIGTERM, then the target."""
+    for process in workers.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in workers.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+    server.shutdown()
 
 
 @pytest.mark.slow
@@ -228,21 +256,9 @@ def test_workers_share_and_survive_kill_9(
         )
         os.kill(workers[victim].pid, signal.SIGKILL)
         workers[victim].wait()
-        _wait(
-            lambda: len(target.postings) == len(events),
-            60,
-            f"all {len(events)} events are posted",
-        )
-        # Time for a late repeat to show up before the checks.
-        time.sleep(1.0)
+        _wait_for_all_posted(target, events)
     finally:
-        for process in workers.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in workers.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=30)
-        server.shutdown()
+        _stop(workers, server)
 
     survivors = [n for n in workers if n != victim]
     assert [workers[n].returncode for n in survivors] == [0, 0]
@@ -259,3 +275,141 @@ def test_workers_share_and_survive_kill_9(
     for event_id, _ in target.repeats:
         assert victim in target.workers_of(event_id)
     assert {w for _, w in target.postings if w != victim} == set(survivors)
+
+
+SOURCES_HUB = """\
+hub:
+  name: {hub}
+  data_dir: data-${{WORKER_NAME}}
+api:
+  port: ${{API_PORT}}
+backbone:
+  kind: jetstream
+  url: {nats_url}
+  stream: {stream}
+  partitions: 16
+state:
+  kind: postgres
+  dsn: "{dsn}"
+  schema_name: {schema}
+sources:
+  - name: api
+    kind: http
+  - name: shopfloor
+    kind: mqtt
+    broker:
+      port: 1883
+      reconnect_initial_seconds: 0.1
+      reconnect_max_seconds: 1
+    subscriptions:
+      - filter: {prefix}/+
+        qos: 1
+        format: cloudevents
+sinks:
+  - name: target
+    kind: rest
+    url: http://127.0.0.1:{port}/postings
+    headers:
+      X-Worker: ${{WORKER_NAME}}
+pipelines:
+  - name: postings
+    types: ["production.*"]
+    steps:
+      - deliver:
+          to: [target]
+"""
+
+
+def _publish_all(prefix: str, events: list[Event]) -> None:
+    """Publish events as structured CloudEvents, one topic per partition key."""
+    messages = [(f"{prefix}/{event.partitionkey}", event.to_json()) for event in events]
+    asyncio.run(publish(1883, messages))
+
+
+@pytest.mark.slow
+def test_workers_mqtt_source_fails_over(
+    tmp_path: Path,
+    postgres_dsn: str,  # noqa: F811
+    stream: str,
+) -> None:
+    nats_url = machine_nats()
+    target = Target()
+    server = _serve(target)
+    hub_file = tmp_path / "hub.yaml"
+    prefix = f"plantbus-workers/{uuid.uuid4().hex[:12]}"
+    hub_file.write_text(
+        SOURCES_HUB.format(
+            hub=f"sources-{uuid.uuid4().hex[:8]}",
+            nats_url=nats_url,
+            stream=stream,
+            dsn=postgres_dsn,
+            schema=f"test_{uuid.uuid4().hex[:12]}",
+            port=server.server_address[1],
+            prefix=prefix,
+        )
+    )
+    events = _events()[:300]
+    api_ports = {"w0": free_port(), "w1": free_port()}
+    workers = {
+        name: _start_worker(hub_file, name, tmp_path, API_PORT=str(port))
+        for name, port in api_ports.items()
+    }
+
+    def log(name: str) -> str:
+        return (tmp_path / f"{name}.log").read_text(errors="replace")
+
+    def source_holder() -> str | None:
+        running = [n for n in workers if "runs source shopfloor" in log(n)]
+        return running[0] if len(running) == 1 else None
+
+    try:
+        _wait(
+            lambda: (
+                source_holder() is not None
+                and "subscribed to" in log(source_holder() or "w0")
+            ),
+            60,
+            "one worker runs the MQTT source",
+        )
+        holder = source_holder()
+        assert holder is not None
+        other = next(n for n in workers if n != holder)
+        _wait(
+            lambda: "waits for source shopfloor" in log(other),
+            30,
+            "the other worker waits for the source",
+        )
+        assert "subscribed to" not in log(other)
+        # Every worker serves the HTTP source.
+        for name, port in api_ports.items():
+            _wait(lambda port=port: _health(port), 30, f"worker {name} serves its API")
+        _publish_all(prefix, events[:100])
+        _wait(lambda: len(target.postings) == 100, 60, "100 events are posted")
+
+        os.kill(workers[holder].pid, signal.SIGKILL)
+        workers[holder].wait()
+        # Published while no worker is subscribed: the broker keeps them in
+        # the source's persistent session.
+        _publish_all(prefix, events[100:])
+        _wait(
+            lambda: "runs source shopfloor" in log(other),
+            30,
+            "the other worker takes the source over",
+        )
+        _wait_for_all_posted(target, events)
+    finally:
+        _stop(workers, server)
+
+    assert workers[other].returncode == 0, log(other)[-3000:]
+    posted = [event_id for event_id, _ in target.postings]
+    assert len(posted) == len(set(posted))
+    assert set(posted) == {event.id for event in events}
+    assert log(other).count("subscribed to") == 1
+
+
+def _health(port: int) -> bool:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200

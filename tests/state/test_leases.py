@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -246,3 +246,41 @@ def test_leases_processes_take_over_after_kill(
     holders = _lock_holders(postgres_dsn, hub_name)
     assert set(holders) == set(range(PARTITIONS))
     assert len(set(holders.values())) == 2
+
+
+async def test_leases_source_runs_in_one_worker(
+    postgres_dsn: str, hub_name: str, open_leases: list[PartitionLeases]
+) -> None:
+    first = await _start(postgres_dsn, hub_name, open_leases)
+    second = await _start(postgres_dsn, hub_name, open_leases)
+    running: list[str] = []
+    stop = asyncio.Event()
+
+    def source(worker: str) -> Callable[[asyncio.Event], Awaitable[None]]:
+        async def run(source_stop: asyncio.Event) -> None:
+            running.append(worker)
+            await source_stop.wait()
+            running.remove(worker)
+
+        return run
+
+    tasks = [
+        asyncio.create_task(first.run_exclusively("inbox", source("first"), stop)),
+        asyncio.create_task(second.run_exclusively("inbox", source("second"), stop)),
+    ]
+    await asyncio.sleep(0.5)
+    assert running == ["first"]
+
+    # The holder's session ends, as after kill -9: the other worker takes over.
+    open_leases.remove(first)
+    await first.close()
+    first.failure = RuntimeError("session ended")
+    async with asyncio.timeout(5):
+        while running != ["second"]:
+            await asyncio.sleep(0.05)
+
+    stop.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], RuntimeError)
+    assert results[1] is None
+    assert running == []

@@ -30,6 +30,11 @@ class Source(ABC):
     # True for sources that lose nothing by pausing, such as a folder or a
     # polled database. The hub pauses them while the backlog is too long.
     can_wait: bool = False
+    # With several worker processes on one hub file, an exclusive source runs
+    # in one of them at a time: a broker session, a folder or a polled ERP
+    # read by several workers at once would compete or read twice. False for
+    # sources that every worker can run, such as the HTTP endpoint.
+    exclusive: bool = True
 
     @abstractmethod
     async def run(self, ingest: Ingest, reject: Reject, stop: asyncio.Event) -> None:

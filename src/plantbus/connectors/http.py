@@ -36,6 +36,9 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpSource(Source):
     """Take CloudEvents over HTTP (`POST /v1/events`) and serve the rest of the API."""
 
+    # Every worker may serve the API; a load balancer spreads the requests.
+    exclusive = False
+
     def __init__(
         self,
         catalogue: Catalogue,

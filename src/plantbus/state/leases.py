@@ -27,16 +27,23 @@ demand to every partition, and the others set theirs to none: they finish
 their records in work, commit and hand their partitions back. Once the
 replay is applied, every worker returns to its fair share and the others
 start the partitions they take at the moved offsets.
+
+Sources that must not run twice, such as a broker subscription with a fixed
+client id or a folder, run under a source lease: an advisory lock per (hub,
+source). The worker that takes it runs the source, and the others try again
+every `interval` seconds, so one of them takes the source over once the
+holder's session ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal
 
 import psycopg
@@ -202,6 +209,59 @@ class PartitionLeases:
             leases.owned.clear()
             leases.releasing.clear()
             leases.replay_claimed = False
+
+    async def run_exclusively(
+        self,
+        source: str,
+        run: Callable[[asyncio.Event], Awaitable[None]],
+        stop: asyncio.Event,
+    ) -> None:
+        """Run a source while this worker holds its lease; wait while another does.
+
+        `run` receives the event that stops the source: it is set when `stop`
+        is, and when the lease session is lost, because another worker may
+        then take the source over.
+        """
+        key = lock_class(self.hub, "source", source)
+        waiting_logged = False
+        while not stop.is_set():
+            if self.failure is not None:
+                raise self.failure
+            if await self.try_lock(key, 0):
+                break
+            if not waiting_logged:
+                logger.info(
+                    "worker %s waits for source %s, which another worker runs",
+                    self.worker,
+                    source,
+                )
+                waiting_logged = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+        else:
+            return
+
+        logger.info("worker %s runs source %s", self.worker, source)
+        source_stop = asyncio.Event()
+        watcher = asyncio.create_task(self._stop_on_failure(stop, source_stop))
+        try:
+            await run(source_stop)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            if self.failure is None and self._connection is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await self.unlock_key(key, 0)
+        if self.failure is not None:
+            raise self.failure
+
+    async def _stop_on_failure(
+        self, stop: asyncio.Event, source_stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set() and self.failure is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+        source_stop.set()
 
     def _db(self) -> AsyncConnection[tuple[int]]:
         if self._connection is None:
