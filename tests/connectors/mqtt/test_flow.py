@@ -15,15 +15,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiomqtt
+import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_brokers import PrivateBroker, broker_settings, private_broker
+from mqtt_brokers import (
+    PrivateBroker,
+    Recorder,
+    RunSource,
+    broker_settings,
+    private_broker,
+    publish,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from plantbus.config.model import MqttSubscriptionConfig
 from plantbus.connectors.mqtt.flow import PausingClient
 from plantbus.connectors.mqtt.settings import client_options
+from plantbus.connectors.mqtt.source import MqttSource
 
 WINDOW = 100
 BURST = 3000
@@ -39,7 +49,7 @@ def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     yield from private_broker(tmp_path, BROKER)
 
 
-def publish(port: int, topic: str, count: int) -> None:
+def publish_sync(port: int, topic: str, count: int) -> None:
     """Publish `count` QoS 1 messages and wait until the broker has them all."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect("127.0.0.1", port)
@@ -91,7 +101,7 @@ def test_mosquitto_overshoots_window_after_acks(
     subscriber.loop_start()
     try:
         time.sleep(0.3)
-        publish(broker.port, f"{topic}/a", BURST)
+        publish_sync(broker.port, f"{topic}/a", BURST)
         wait_until(lambda: len(received) >= WINDOW)
         time.sleep(0.5)
         # Nothing acknowledged: the broker keeps to the window.
@@ -142,8 +152,10 @@ async def burst_into(broker: PrivateBroker, client: aiomqtt.Client) -> tuple[int
     client._client.manual_ack_set(True)
     async with client:
         await client.subscribe(f"{topic}/#", qos=1)
+        if isinstance(client, PausingClient):
+            client.start_flow_control()
         publisher = asyncio.create_task(
-            asyncio.to_thread(publish, broker.port, f"{topic}/a", BURST)
+            asyncio.to_thread(publish_sync, broker.port, f"{topic}/a", BURST)
         )
         payloads, longest = await drain(client, BURST, 0.002)
         await publisher
@@ -185,3 +197,58 @@ async def test_pausing_client_keeps_its_queue_at_max_queued(
 def test_pausing_client_needs_room_to_resume() -> None:
     with pytest.raises(ValueError, match="`max_queued` is 1"):
         PausingClient(max_queued=1, hostname="127.0.0.1")
+
+
+async def test_source_reads_session_backlog_past_window(
+    broker: PrivateBroker, recorder: Recorder, run_source: RunSource
+) -> None:
+    # A backlog of several windows waits in the session when the source
+    # connects, and arrives before the SUBACK.
+    prefix = f"flow/{uuid.uuid4().hex[:8]}"
+    subscription = MqttSubscriptionConfig.model_validate(
+        {"filter": f"{prefix}/+", "type": "maintenance.machine.down.v1"}
+    )
+    source = MqttSource(
+        "flow-test",
+        broker_settings(broker.port, protocol="5"),
+        [subscription],
+        client_id=f"flow-{uuid.uuid4().hex[:8]}",
+        max_batch=5,
+        receive_maximum=20,
+    )
+    async with run_source(source):
+        pass
+    body = orjson.dumps({"machine_id": "M-1", "since": "2026-03-02T06:00:00Z"})
+    await publish(broker.port, [(f"{prefix}/M-1", body)] * 200)
+
+    async with run_source(source):
+        await recorder.wait_for(events=200, timeout=20)
+
+    assert len(recorder.events) == 200
+
+
+async def test_pausing_client_reads_again_for_keepalive(
+    broker: PrivateBroker,
+) -> None:
+    # Half the broker's window, so the queue reaches it without any ack.
+    client = PausingClient(
+        max_queued=WINDOW // 2, **{**options(broker), "keepalive": 2}
+    )
+    topic = f"flow/{uuid.uuid4().hex[:8]}"
+    client._client.manual_ack_set(True)
+    async with client:
+        await client.subscribe(f"{topic}/#", qos=1)
+        client.start_flow_control()
+        publisher = asyncio.create_task(
+            asyncio.to_thread(publish_sync, broker.port, f"{topic}/a", BURST)
+        )
+        first = await asyncio.wait_for(anext(client.messages), 10)
+        # The consumer stalls for several keepalive intervals while reading
+        # is paused, and acknowledges nothing meanwhile.
+        await asyncio.sleep(6)
+        assert client.pauses >= 1
+        client._client.ack(first.mid, first.qos)
+        payloads, _ = await drain(client, BURST - 1, 0.0)
+        await publisher
+
+    assert len(payloads) == BURST - 1

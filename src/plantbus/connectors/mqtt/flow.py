@@ -13,8 +13,18 @@ This client enforces the window itself. When `max_queued` messages wait in
 its queue, it takes the socket out of the event loop's readers, so the
 broker's further messages wait in the kernel's socket buffers and then in the
 broker's own queue for this session. Once the source has taken the queue
-down to half of `max_queued`, reading starts again. Reading never stops for
-long: the source drains the queue at the speed it appends to the log.
+down to half of `max_queued`, reading starts again.
+
+Pausing starts only when the caller turns it on with `start_flow_control`,
+after its subscriptions are confirmed: a resumed session's backlog arrives
+before the SUBACK, and a paused socket would never deliver that SUBACK. A
+pause also ends after `max_pause_seconds` (half the keepalive) whatever the
+queue holds, because a paused socket does not read the broker's PINGRESP
+either and paho would drop the connection. A caller that is stuck, for
+example on a full disk, acknowledges nothing meanwhile, and without
+acknowledgements the broker keeps to the window.
+For QoS 2, paho reads one packet per message awaiting its PUBREL in one
+call, so the queue can pass `max_queued` by up to that many messages.
 
 NOTE: this replaces aiomqtt 2.5.1's socket reader while reading is paused.
 It uses the client's private attributes `_client`, `_queue`, `_loop` and
@@ -23,6 +33,7 @@ It uses the client's private attributes `_client`, `_queue`, `_loop` and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,16 +53,29 @@ class PausingClient(aiomqtt.Client):
             )
         super().__init__(**options)
         self.max_queued = max_queued
+        self.max_pause_seconds = max(1.0, float(options.get("keepalive", 60)) / 2)
+        self.flow_control = False
         self.paused = False
         # Number of times reading paused, for tests and logs.
         self.pauses = 0
         self._fileno: int | None = None
+        self._pause_timer: asyncio.TimerHandle | None = None
+
+    def start_flow_control(self) -> None:
+        """Let reading pause from now on; call once the subscriptions are confirmed."""
+        self.flow_control = True
 
     def resume_reading(self) -> None:
         """Read the socket again if reading paused and the queue is short enough."""
         if not self.paused or self._queue.qsize() > self.max_queued // 2:
             return
+        self._resume()
+
+    def _resume(self) -> None:
         self.paused = False
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
         if self._fileno is None:
             return
         self._loop.add_reader(self._fileno, self._read_socket)
@@ -62,13 +86,29 @@ class PausingClient(aiomqtt.Client):
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         super()._on_message(client, userdata, message)
         if (
-            not self.paused
+            self.flow_control
+            and not self.paused
             and self._fileno is not None
             and self._queue.qsize() >= self.max_queued
         ):
             self._loop.remove_reader(self._fileno)
             self.paused = True
             self.pauses += 1
+            self._pause_timer = self._loop.call_later(
+                self.max_pause_seconds, self._end_long_pause
+            )
+
+    def _end_long_pause(self) -> None:
+        self._pause_timer = None
+        if self.paused:
+            logger.info(
+                "MQTT client %s reads again after a %.0f s pause with %d messages "
+                "waiting, to keep its connection alive",
+                self._client._client_id.decode(errors="replace"),
+                self.max_pause_seconds,
+                self._queue.qsize(),
+            )
+            self._resume()
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         super()._on_socket_open(client, userdata, sock)
@@ -79,6 +119,9 @@ class PausingClient(aiomqtt.Client):
         super()._on_socket_close(client, userdata, sock)
         self._fileno = None
         self.paused = False
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
 
     def _read_socket(self) -> None:
         paho = self._client

@@ -162,6 +162,7 @@ class MqttSource(Source):
                 )
                 _check_granted(granted, subscription.config.filter)
             backoff.reset()
+            client.start_flow_control()
             self.subscribed.set()
             logger.info(
                 "MQTT source %r subscribed to %s.",
