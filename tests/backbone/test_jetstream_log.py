@@ -229,3 +229,12 @@ async def test_jetstream_log_trim_keeps_young_records(
     assert removed == 0
     assert bytes_removed == 0
     assert len(await read_all(log)) == 40
+
+
+async def test_jetstream_log_long_group_name_fits(log: EventLog) -> None:
+    group = "erp-" + "x" * 300
+
+    await log.commit(group, {1: 3})
+
+    assert (await log.committed(group))[1] == 3
+    assert (await log.committed(group + "y"))[1] == 0
