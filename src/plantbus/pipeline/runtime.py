@@ -89,6 +89,7 @@ class PipelineRuntime:
         max_in_flight: int = 1000,
         concurrency: int = 64,
         commit_interval: float = 0.2,
+        lag_interval: float = 1.0,
         read_batch: int = 500,
         park_keys: bool = True,
         leases: Leases | None = None,
@@ -106,6 +107,10 @@ class PipelineRuntime:
         self.max_in_flight = max_in_flight
         self.concurrency = concurrency
         self.commit_interval = commit_interval
+        # Seconds between updates of the lag gauge while records flow. Counting
+        # the lag costs the JetStream log a consumer per partition behind.
+        self.lag_interval = lag_interval
+        self._lag_updated_at = -float("inf")
         self.read_batch = read_batch
         self.stopping = deliverer.stopping
         self.processed = 0
@@ -188,7 +193,7 @@ class PipelineRuntime:
                     if records:
                         await self._dispatch(records, tracker)
                     else:
-                        await self._commit(tracker, committed)
+                        await self._commit(tracker, committed, idle=True)
                         last_commit = time.monotonic()
                         await self._wait_or_stop(self.log.wait_for_append(0.5), 0.5)
                         continue
@@ -435,7 +440,9 @@ class PipelineRuntime:
             )
         )
 
-    async def _commit(self, tracker: OffsetTracker, committed: dict[int, int]) -> None:
+    async def _commit(
+        self, tracker: OffsetTracker, committed: dict[int, int], *, idle: bool = False
+    ) -> None:
         offsets = tracker.committable()
         changed = {p: o for p, o in offsets.items() if committed.get(p) != o}
         # The ledger must contain every delivery below an offset before that
@@ -445,7 +452,10 @@ class PipelineRuntime:
         if changed:
             await self.log.commit(self.group, changed)
             committed.update(changed)
-        CONSUMER_LAG.labels(self.name).set(await self.log.lag(self.group))
+        now = time.monotonic()
+        if idle or now - self._lag_updated_at >= self.lag_interval:
+            CONSUMER_LAG.labels(self.name).set(await self.log.lag(self.group))
+            self._lag_updated_at = now
 
 
 def _log_stop(pipeline: str, exc: BaseException) -> None:
