@@ -20,9 +20,10 @@ after its subscriptions are confirmed: a resumed session's backlog arrives
 before the SUBACK, and a paused socket would never deliver that SUBACK. A
 pause also ends after `max_pause_seconds` (half the keepalive) whatever the
 queue holds, because a paused socket does not read the broker's PINGRESP
-either and paho would drop the connection. A caller that is stuck, for
-example on a full disk, acknowledges nothing meanwhile, and without
-acknowledgements the broker keeps to the window.
+either and paho would drop the connection. The queue then takes what the
+broker had sent by that time, which can be more than `max_queued`. A caller
+that is stuck, for example on a full disk, acknowledges nothing meanwhile,
+and without acknowledgements the broker sends no more.
 For QoS 2, paho reads one packet per message awaiting its PUBREL in one
 call, so the queue can pass `max_queued` by up to that many messages.
 
