@@ -168,9 +168,7 @@ async def _run_with_erp(
             f"(POST /v1/events, GET /v1/health, /v1/catalogue, /metrics)"
         )
 
-        shift = simulate_shift(
-            plans, start=datetime.now(UTC) - timedelta(hours=8), seed=options.seed
-        )
+        shift = _simulate_past_shift(plans, options.seed)
         try:
             sent = await _feed(
                 hub,
@@ -296,6 +294,22 @@ async def read_order_plans(client: TrytonClient, numbers: list[str]) -> list[Ord
 
 def _names(rows: list[dict[str, Any]], field_name: str) -> dict[int, str]:
     return {row["id"]: str(row[field_name]) for row in rows}
+
+
+def _simulate_past_shift(plans: list[OrderPlan], seed: int) -> Shift:
+    """Simulate a shift of about eight hours that ends before now.
+
+    Tryton rejects moves with an effective date in the future, and a shift
+    that started eight hours ago can run past midnight.
+    """
+    start = datetime.now(UTC) - timedelta(hours=8)
+    shift = simulate_shift(plans, start=start, seed=seed)
+    latest = shift.latest
+    limit = datetime.now(UTC) - timedelta(minutes=1)
+    if latest is not None and latest > limit:
+        # The same seed gives the same shift, only earlier.
+        shift = simulate_shift(plans, start=start - (latest - limit), seed=seed)
+    return shift
 
 
 async def _feed(

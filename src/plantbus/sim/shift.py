@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from plantbus.events.envelope import Event, format_time
+from plantbus.events.envelope import Event, format_time, parse_time
 
 NAMESPACE = uuid.UUID("5d1c2a53-52b1-4c1e-9a53-6f0d0a4c7b10")
 
@@ -76,6 +76,13 @@ class Shift:
     produced: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     consumed: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     orders_completed: list[str] = field(default_factory=list)
+
+    @property
+    def latest(self) -> datetime | None:
+        """Return the time of the shift's last event, None for an empty shift."""
+        times = [parse_time(event.time) for event in self.http_events if event.time]
+        times += [completion.completed_at for completion in self.b2mml_completions]
+        return max(times, default=None)
 
     @property
     def event_count(self) -> int:
