@@ -252,3 +252,29 @@ async def test_folder_source_run_stops_on_event(
 def test_folder_source_rejects_zero_poll_interval(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="poll_interval"):
         FolderSource("x", tmp_path, lambda data, name: [], poll_interval=0)
+
+
+async def test_folder_source_file_moved_away_by_other_worker(
+    tmp_path: Path, b2mml_xsd: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # While a source lease moves, two workers may take the same file: the
+    # other one moves it to done/ while this one parses it.
+    parse = functools.partial(parse_b2mml, schema_dir=b2mml_xsd, plant="PLANT-1")
+
+    def parse_while_moved(data: bytes, name: str) -> list[Event]:
+        (tmp_path / name).replace(tmp_path / "done" / name)
+        return parse(data, name)
+
+    source = FolderSource("mes-drop", tmp_path, parse_while_moved, poll_interval=0.01)
+    await _prepare(source)
+    log = FakeLog()
+    (tmp_path / "wo-1.xml").write_bytes(_document())
+
+    await source.poll(log.ingest, log.reject)
+    taken = await source.poll(log.ingest, log.reject)
+
+    assert taken == 1
+    assert [len(batch) for batch in log.batches] == [3]
+    assert "moved away by another process" in caplog.text
+    assert (tmp_path / "done" / "wo-1.xml").exists()
+    assert log.dead_letters == []

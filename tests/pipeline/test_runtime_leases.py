@@ -215,9 +215,19 @@ async def test_runtime_leases_lost_session_stops_pipeline(
     runtime, leases, state = await _worker(
         "only", postgres_dsn, schema, hub, log, deliveries
     )
+    # Record whether each commit came after the lease session was lost.
+    commits_after_loss: list[bool] = []
+    commit = log.commit
+
+    async def watched_commit(group: str, offsets: dict[int, int]) -> None:
+        commits_after_loss.append(leases.failure is not None)
+        await commit(group, offsets)
+
+    log.commit = watched_commit  # type: ignore[method-assign]
+    await log.append([progressed(f"WO-{n % 5}", n) for n in range(40)])
     task = asyncio.create_task(runtime.run())
     try:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -227,6 +237,9 @@ async def test_runtime_leases_lost_session_stops_pipeline(
         with pytest.raises(PlantbusError, match="lost its PostgreSQL session"):
             async with asyncio.timeout(10):
                 await task
+        # Another worker may hold the partitions now: no commit after the loss.
+        assert commits_after_loss
+        assert not any(commits_after_loss)
     finally:
         runtime.stopping.set()
         await asyncio.gather(task, return_exceptions=True)

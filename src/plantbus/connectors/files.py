@@ -156,7 +156,11 @@ class FolderSource(Source):
 
         # Only errors that name a fault in the document reject the file; any
         # other error leaves it in the inbox (see `poll`).
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            _moved_away(path, self.name)
+            return
         try:
             parsed = await asyncio.to_thread(self.parser, data, path.name)
             if isinstance(parsed, ParsedFile):
@@ -194,7 +198,11 @@ class FolderSource(Source):
                 )
             )
         target = _free_name(self.done_dir, path.name)
-        path.replace(target)
+        try:
+            path.replace(target)
+        except FileNotFoundError:
+            _moved_away(path, self.name)
+            return
         logger.info(
             "Ingested %s for source %r: %d events, %d rejected records, moved to %s.",
             path.name,
@@ -239,6 +247,16 @@ class FolderSource(Source):
             target,
             message,
         )
+
+
+def _moved_away(path: Path, source: str) -> None:
+    # Two workers may run a folder source for a moment while its lease moves.
+    logger.warning(
+        "File %s of source %r was moved away by another process while this one "
+        "read it; the log drops events that both appended, by event id.",
+        path.name,
+        source,
+    )
 
 
 def _free_name(folder: Path, name: str) -> Path:

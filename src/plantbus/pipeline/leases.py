@@ -66,6 +66,11 @@ class LeaseFollower:
         # Set while this worker holds the replay lock and collects partitions.
         self._collecting = False
 
+    @property
+    def lost(self) -> bool:
+        """Return whether the lease session ended, so other workers may read on."""
+        return self.leases.failure is not None
+
     def owns_key(self, key: str) -> bool:
         """Return whether this worker holds the lease of a key's partition."""
         return partition_for(key, self.log.partitions) in self.leases.owned

@@ -156,7 +156,14 @@ class PipelineRuntime:
             positions = {}
         tracker = OffsetTracker(positions)
         await self._load_parked_keys()
-        logger.info("pipeline %s started at %s", self.name, _summary(positions))
+        if self.leases is None:
+            logger.info("pipeline %s started at %s", self.name, _summary(positions))
+        else:
+            logger.info(
+                "pipeline %s started; it reads each partition from its committed "
+                "offset once this worker holds its lease",
+                self.name,
+            )
         last_commit = time.monotonic()
         committed = dict(positions)
         # A fixed pool of workers takes keys from the ready queue; that costs
@@ -206,12 +213,24 @@ class PipelineRuntime:
             for _ in workers:
                 self._ready.put_nowait(None)
             await asyncio.gather(*workers, redrives, return_exceptions=True)
-            await self._commit(tracker, committed)
-            logger.info(
-                "pipeline %s stopped; committed up to %s",
-                self.name,
-                _summary(committed),
-            )
+            if self.leases is not None and self.leases.lost:
+                # Another worker may hold these partitions already, and a
+                # commit now could move its offsets back. The ledger entries
+                # still go in, so that worker skips what this one delivered.
+                recorded, self.deliverer.unrecorded = self.deliverer.unrecorded, []
+                await self.state.record_deliveries(recorded)
+                logger.warning(
+                    "pipeline %s stopped without committing, because its "
+                    "partition leases were lost",
+                    self.name,
+                )
+            else:
+                await self._commit(tracker, committed)
+                logger.info(
+                    "pipeline %s stopped; committed up to %s",
+                    self.name,
+                    _summary(committed),
+                )
         if self._failure is not None:
             raise self._failure
 
