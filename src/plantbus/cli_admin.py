@@ -379,7 +379,9 @@ def replay(
     Without --force the ledger skips events already delivered, so only the
     events that never reached their sinks go out. The pipeline applies the
     request between two reads, within a second while the hub runs, else at
-    the next start.
+    the next start. With several workers, one of them applies it once the
+    others have handed it every partition, after their records in work
+    finish. Offsets start at 1.
     """
     from plantbus.admin import default_actor
 
@@ -400,7 +402,8 @@ def replay(
     console.print(
         f"Replay request {request_id} stored: pipeline {pipeline!r} reads again "
         f"from {start}{' and ignores the ledger' if force else ''} when it next "
-        f"polls, within a second while the hub runs.",
+        f"polls: within a second while the hub runs, or once one worker holds "
+        f"every partition when several share it.",
         markup=False,
         highlight=False,
     )
