@@ -251,8 +251,10 @@ def test_leases_processes_take_over_after_kill(
 async def test_leases_source_runs_in_one_worker(
     postgres_dsn: str, hub_name: str, open_leases: list[PartitionLeases]
 ) -> None:
-    first = await _start(postgres_dsn, hub_name, open_leases)
-    second = await _start(postgres_dsn, hub_name, open_leases)
+    workers = {
+        "first": await _start(postgres_dsn, hub_name, open_leases),
+        "second": await _start(postgres_dsn, hub_name, open_leases),
+    }
     running: list[str] = []
     stop = asyncio.Event()
 
@@ -264,23 +266,26 @@ async def test_leases_source_runs_in_one_worker(
 
         return run
 
-    tasks = [
-        asyncio.create_task(first.run_exclusively("inbox", source("first"), stop)),
-        asyncio.create_task(second.run_exclusively("inbox", source("second"), stop)),
-    ]
+    tasks = {
+        name: asyncio.create_task(leases.run_exclusively("inbox", source(name), stop))
+        for name, leases in workers.items()
+    }
     await asyncio.sleep(0.5)
-    assert running == ["first"]
+    assert len(running) == 1
+    [holder] = running
+    [other] = [name for name in workers if name != holder]
 
     # The holder's session ends, as after kill -9: the other worker takes over.
-    open_leases.remove(first)
-    await first.close()
-    first.failure = RuntimeError("session ended")
+    open_leases.remove(workers[holder])
+    await workers[holder].close()
+    workers[holder].failure = RuntimeError("session ended")
     async with asyncio.timeout(5):
-        while running != ["second"]:
+        while running != [other]:
             await asyncio.sleep(0.05)
 
     stop.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    assert isinstance(results[0], RuntimeError)
-    assert results[1] is None
+    outcomes = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    results = dict(zip(tasks, outcomes, strict=True))
+    assert isinstance(results[holder], RuntimeError)
+    assert results[other] is None
     assert running == []
