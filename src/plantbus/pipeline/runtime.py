@@ -213,19 +213,14 @@ class PipelineRuntime:
             for _ in workers:
                 self._ready.put_nowait(None)
             await asyncio.gather(*workers, redrives, return_exceptions=True)
+            await self._commit(tracker, committed)
             if self.leases is not None and self.leases.lost:
-                # Another worker may hold these partitions already, and a
-                # commit now could move its offsets back. The ledger entries
-                # still go in, so that worker skips what this one delivered.
-                recorded, self.deliverer.unrecorded = self.deliverer.unrecorded, []
-                await self.state.record_deliveries(recorded)
                 logger.warning(
                     "pipeline %s stopped without committing, because its "
                     "partition leases were lost",
                     self.name,
                 )
             else:
-                await self._commit(tracker, committed)
                 logger.info(
                     "pipeline %s stopped; committed up to %s",
                     self.name,
@@ -468,6 +463,11 @@ class PipelineRuntime:
         # offset is committed, or a replay could not tell what had arrived.
         recorded, self.deliverer.unrecorded = self.deliverer.unrecorded, []
         await self.state.record_deliveries(recorded)
+        if changed and self.leases is not None and self.leases.lost:
+            # Another worker may hold these partitions already, and a commit
+            # could move its offsets back. The ledger entries above still
+            # went in, so that worker skips what this one delivered.
+            changed = {}
         if changed:
             await self.log.commit(self.group, changed)
             committed.update(changed)
