@@ -2,9 +2,9 @@
 
 Run: .venv/bin/python bench/bench_mqtt_ingest.py [--messages 20000] [--rounds 2]
 
-For each variant a fresh mosquitto starts on a free loopback port (with a
-session queue large enough for the whole burst), and a child process runs
-an `MqttSource` (QoS 1, persistent session, `receive_maximum` 1,000) that
+For each variant a fresh mosquitto starts on a free loopback port, with a
+session queue large enough for the whole burst. A child process runs an
+`MqttSource` (QoS 1, persistent session, `receive_maximum` 1,000) that
 appends to a SQLite log. A second child publishes `--messages` structured
 CloudEvents at QoS 1 as fast as mosquitto acknowledges them, with up to
 1,000 awaiting their PUBACK. The source's process reports:

@@ -271,9 +271,9 @@ async def test_folder_source_file_moved_away_by_other_worker(
     (tmp_path / "wo-1.xml").write_bytes(_document())
 
     await source.poll(log.ingest, log.reject)
-    taken = await source.poll(log.ingest, log.reject)
+    ingested = await source.poll(log.ingest, log.reject)
 
-    assert taken == 1
+    assert ingested == 1
     assert [len(batch) for batch in log.batches] == [3]
     assert "moved away by another process" in caplog.text
     assert (tmp_path / "done" / "wo-1.xml").exists()

@@ -22,11 +22,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from plantbus.sim.trytond_server import free_port
-
 from ..connectors.mqtt.mqtt_brokers import PrivateBroker, private_broker
-from .test_mqtt_burst import BROKER, HUB, inspection_message
-from .test_target_outage import Hub, TargetProcess, spawn, wait_for_url
+from .test_mqtt_burst import (
+    BROKER,
+    inspection_message,
+    start_hub,
+    wait_until_subscribed,
+)
+from .test_target_outage import TargetProcess
 
 pytestmark = pytest.mark.slow
 
@@ -103,34 +106,19 @@ def qms(tmp_path: Path) -> Iterator[TargetProcess]:
 def test_mosquitto_restart_loses_no_qos1_message(
     tmp_path: Path, broker: PrivateBroker, qms: TargetProcess
 ) -> None:
-    prefix = f"plantbus-restart/{uuid.uuid4().hex[:12]}"
-    client_id = f"plantbus-restart-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    data = tmp_path / "data"
-    hub_file = tmp_path / "hub.yaml"
-    hub_file.write_text(
-        HUB.format(
-            data=data,
-            port=port,
-            broker=broker.port,
-            client_id=client_id,
-            prefix=prefix,
-            target=qms.url,
-            connections=8,
-            max_in_flight=1000,
-            cache_mib=64,
-        )
+    hub, prefix, client_id = start_hub(
+        tmp_path,
+        "plantbus-restart",
+        broker.port,
+        qms.url,
+        connections=8,
+        max_in_flight=1000,
+        cache_mib=64,
     )
-    url = f"http://127.0.0.1:{port}"
-    process = spawn(["run", str(hub_file)], tmp_path / "hub.out")
-    hub = Hub(process, url, hub_file, data)
+    process = hub.process
     messages = [inspection_message(prefix, n) for n in range(MESSAGES)]
     try:
-        wait_for_url(f"{url}/v1/health", process)
-        deadline = time.monotonic() + 30
-        while "subscribed to" not in process.text():
-            assert time.monotonic() < deadline, process.text()
-            time.sleep(0.05)
+        wait_until_subscribed(hub)
 
         publisher = SteadyPublisher(broker.port, messages)
         publisher.start()

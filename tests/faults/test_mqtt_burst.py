@@ -45,11 +45,10 @@ MAX_IN_FLIGHT = 1000
 # Page cache of each of the log's two SQLite connections, in MiB.
 CACHE_MIB = 8
 # Growth of the hub's resident memory during the burst that the test
-# accepts, the same for 10,000 and 100,000 messages. This is an estimate for
-# up to `receive_maximum` (1,000) messages from the broker and MAX_IN_FLIGHT
-# records of the pipeline, a few kB each with their Python objects, plus the
-# log's two page caches of CACHE_MIB each, the state store's and the HTTP
-# buffers.
+# accepts, the same for 10,000 and 100,000 messages. It is an estimate. Up to
+# `receive_maximum` (1,000) messages from the broker and MAX_IN_FLIGHT records
+# of the pipeline take a few kB each with their Python objects. The log's two
+# page caches take CACHE_MIB each, and the state store and HTTP buffers more.
 RSS_GROWTH_LIMIT_KB = 40 * 1024
 
 BROKER = """\
@@ -199,6 +198,52 @@ def publish_burst(port: int, messages: list[tuple[str, bytes, str]]) -> None:
         client.loop_stop()
 
 
+def start_hub(
+    tmp_path: Path,
+    name: str,
+    broker_port: int,
+    target_url: str,
+    *,
+    connections: int,
+    max_in_flight: int,
+    cache_mib: int,
+) -> tuple[Hub, str, str]:
+    """Write the hub file and start `plantbus run`.
+
+    Returns the hub, the topic prefix of its subscription and its client id.
+    """
+    prefix = f"{name}/{uuid.uuid4().hex[:12]}"
+    client_id = f"{name}-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    data = tmp_path / "data"
+    hub_file = tmp_path / "hub.yaml"
+    hub_file.write_text(
+        HUB.format(
+            data=data,
+            port=port,
+            broker=broker_port,
+            client_id=client_id,
+            prefix=prefix,
+            target=target_url,
+            connections=connections,
+            max_in_flight=max_in_flight,
+            cache_mib=cache_mib,
+        )
+    )
+    process = spawn(["run", str(hub_file)], tmp_path / "hub.out")
+    return Hub(process, f"http://127.0.0.1:{port}", hub_file, data), prefix, client_id
+
+
+def wait_until_subscribed(hub: Hub) -> None:
+    """Wait until the hub answers on its API and its MQTT source has subscribed."""
+    process = hub.process
+    wait_for_url(f"{hub.url}/v1/health", process)
+    deadline = time.monotonic() + 30
+    while "subscribed to" not in process.text():
+        assert time.monotonic() < deadline, process.text()
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     yield from private_broker(tmp_path, BROKER)
@@ -214,35 +259,20 @@ def rate_limited_qms(tmp_path: Path) -> Iterator[TargetProcess]:
 def test_mqtt_burst_reaches_rate_limited_target_once(
     tmp_path: Path, broker: PrivateBroker, rate_limited_qms: TargetProcess
 ) -> None:
-    prefix = f"plantbus-burst/{uuid.uuid4().hex[:12]}"
-    client_id = f"plantbus-burst-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    data = tmp_path / "data"
-    hub_file = tmp_path / "hub.yaml"
-    hub_file.write_text(
-        HUB.format(
-            data=data,
-            port=port,
-            broker=broker.port,
-            client_id=client_id,
-            prefix=prefix,
-            target=rate_limited_qms.url,
-            connections=MAX_CONNECTIONS,
-            max_in_flight=MAX_IN_FLIGHT,
-            cache_mib=CACHE_MIB,
-        )
+    hub, prefix, client_id = start_hub(
+        tmp_path,
+        "plantbus-burst",
+        broker.port,
+        rate_limited_qms.url,
+        connections=MAX_CONNECTIONS,
+        max_in_flight=MAX_IN_FLIGHT,
+        cache_mib=CACHE_MIB,
     )
-    url = f"http://127.0.0.1:{port}"
-    process = spawn(["run", str(hub_file)], tmp_path / "hub.out")
-    hub = Hub(process, url, hub_file, data)
+    process = hub.process
     messages = [inspection_message(prefix, n) for n in range(MESSAGES)]
     samples = Samples()
     try:
-        wait_for_url(f"{url}/v1/health", process)
-        deadline = time.monotonic() + 30
-        while "subscribed to" not in process.text():
-            assert time.monotonic() < deadline, process.text()
-            time.sleep(0.05)
+        wait_until_subscribed(hub)
         time.sleep(0.5)
         rss_before = rss_kb(process.popen.pid)
         # Zero the server's counters, so that its count of client connections

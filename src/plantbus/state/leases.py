@@ -224,7 +224,9 @@ class PartitionLeases:
         """
         key = lock_class(self.hub, "source", source)
         waiting_logged = False
-        while not stop.is_set():
+        while True:
+            if stop.is_set():
+                return
             if self.failure is not None:
                 raise self.failure
             if await self.try_lock(key, 0):
@@ -238,8 +240,6 @@ class PartitionLeases:
                 waiting_logged = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
-        else:
-            return
 
         logger.info("worker %s runs source %s", self.worker, source)
         source_stop = asyncio.Event()

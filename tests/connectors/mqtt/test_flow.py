@@ -1,7 +1,7 @@
 """The MQTT client's own bound on waiting messages, against a private Mosquitto.
 
-The first test records the broker behaviour that makes the bound necessary;
-the others show that aiomqtt's plain client lets a burst pile up in memory
+The first test records the broker behaviour that makes the bound necessary.
+The others show that aiomqtt's plain client lets a burst pile up in memory,
 and that PausingClient keeps it to `max_queued` without losing a message.
 """
 
@@ -204,7 +204,7 @@ async def test_plain_aiomqtt_client_queues_far_past_the_window(
     )
     assert received == BURST
     # The control for the next test: without a bound of its own, the client
-    # holds many windows of messages in memory (2,240 in three runs).
+    # keeps many windows of messages in memory (2,240 in three runs).
     assert longest > 5 * WINDOW
 
 
