@@ -162,6 +162,59 @@ async def test_read_limit_and_positions(log: EventLog) -> None:
     assert await log.read({chosen: appended[-1].offset}, 10) == []
 
 
+async def consume_all(
+    log: EventLog, group: str, positions: dict[int, int], limit: int = 40
+) -> list[Record]:
+    """Consume every record after `positions` for a group, without committing."""
+    current = dict(positions)
+    records: list[Record] = []
+    while page := await log.consume(group, current, limit):
+        records.extend(page)
+        for record in page:
+            current[record.partition] = record.offset
+    return records
+
+
+async def test_consume_resumes_after_the_committed_offsets(
+    log: EventLog, open_log: OpenLog
+) -> None:
+    appended = await log.append([make_event(f"WO-{i % 7}", i) for i in range(120)])
+    offsets = [a.offset for a in appended]
+    start = await log.committed("erp")
+
+    first = await log.consume("erp", start, 50)
+    done = dict(start)
+    for record in first:
+        done[record.partition] = record.offset
+    await log.commit("erp", done)
+    rest = await consume_all(log, "erp", done)
+    # A second client of the group, as after a crash before the next commit,
+    # gets every record after the committed offsets again.
+    other = await open_log()
+    again = await consume_all(other, "erp", await other.committed("erp"))
+
+    assert [r.offset for r in first] == offsets[:50]
+    assert [r.offset for r in rest] == offsets[50:]
+    assert [r.offset for r in again] == offsets[50:]
+    assert await other.committed("erp") == done
+
+
+async def test_consume_after_seek_reads_again(log: EventLog) -> None:
+    appended = await log.append([make_event(f"WO-{i % 3}", i) for i in range(30)])
+    positions = await log.committed("erp")
+    records = await consume_all(log, "erp", positions)
+    for record in records:
+        positions[record.partition] = record.offset
+    await log.commit("erp", positions)
+
+    moved = await log.seek("erp", offset=appended[10].offset)
+    again = await consume_all(log, "erp", moved)
+
+    assert len(records) == 30
+    assert await log.lag("erp") == 20
+    assert [r.offset for r in again] == [a.offset for a in appended[10:]]
+
+
 async def test_committed_unknown_group_is_zero_everywhere(log: EventLog) -> None:
     assert await log.committed("never-seen") == dict.fromkeys(range(log.partitions), 0)
 

@@ -96,7 +96,7 @@ async def test_jetstream_cluster_leader_killed_loses_nothing(
     group = "soak"
     seen: list[str] = []
     positions = await log.committed(group)
-    while records := await log.read(positions, 500):
+    while records := await log.consume(group, positions, 500):
         seen.extend(r.event.id for r in records)
         for record in records:
             positions[record.partition] = record.offset

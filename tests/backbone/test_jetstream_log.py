@@ -1,7 +1,7 @@
 """JetStreamLog: the shared EventLog contract plus JetStream-specific behaviour.
 
 The tests run against the machine's NATS server on 127.0.0.1:4222, each with a
-stream name of its own, and delete their stream and offsets bucket afterwards.
+stream name of its own, and delete their stream (with its consumers) afterwards.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
+from nats.js.api import AckPolicy
 from nats.js.errors import NotFoundError
 
 from plantbus.backbone.jetstream import JetStreamLog
+from plantbus.backbone.jetstream_groups import ConsumerGone
 from plantbus.backbone.log import EventLog
 from plantbus.errors import BackboneError
 
 from .contract import *  # noqa: F403
-from .contract import OpenLog, make_event, read_all
+from .contract import OpenLog, consume_all, make_event, read_all
 from .nats_servers import machine_nats
 
 PARTITIONS = 8
@@ -238,3 +240,91 @@ async def test_jetstream_log_long_group_name_fits(log: EventLog) -> None:
 
     assert (await log.committed(group))[1] == 3
     assert (await log.committed(group + "y"))[1] == 0
+
+
+async def test_jetstream_log_groups_are_durable_consumers(
+    log: EventLog, nats_url: str, stream_name: str
+) -> None:
+    appended = await log.append([make_event(f"WO-{i % 4}", i) for i in range(40)])
+    positions = await log.committed("erp")
+    records = await consume_all(log, "erp", positions)
+    for record in records[:30]:
+        positions[record.partition] = record.offset
+    await log.commit("erp", positions)
+
+    nc = await nats.connect(nats_url)
+    infos = await nc.jsm().consumers_info(stream_name)
+    await nc.close()
+    durable = {info.config.filter_subject: info for info in infos}
+
+    assert len(records) == 40
+    assert len(durable) == PARTITIONS
+    for partition in range(PARTITIONS):
+        info = durable[f"{stream_name}.p.{partition}.>"]
+        assert info.config.durable_name == info.name
+        assert info.config.ack_policy == AckPolicy.ALL
+        assert info.name.startswith(f"g-erp-p{partition}-g")
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        assert max(floor, info.config.opt_start_seq - 1) == positions[partition]
+    assert await log.lag("erp") == 10
+    assert appended[-1].offset == records[-1].offset
+
+
+async def test_jetstream_log_replaced_consumer_stops_old_reader(
+    log: EventLog, open_log: OpenLog
+) -> None:
+    await log.append([make_event("WO-1", i) for i in range(20)])
+    start = await log.committed("erp")
+    old_reader = await log.consume("erp", start, 5)
+    positions = dict(start)
+    for record in old_reader:
+        positions[record.partition] = record.offset
+
+    # Another worker takes the partitions over from the committed offsets,
+    # as after a lease moved: the old reader's consumers are replaced.
+    other = await open_log()
+    taken = await consume_all(other, "erp", await other.committed("erp"))
+
+    assert len(old_reader) == 5
+    assert len(taken) == 20
+    with pytest.raises(ConsumerGone, match="was deleted"):
+        await log.consume("erp", positions, 5)
+    with pytest.raises(ConsumerGone, match="was deleted"):
+        await log.commit("erp", positions)
+    assert await other.committed("erp") == start
+
+
+async def test_jetstream_log_missed_delivery_reads_again(
+    log: EventLog, nats_url: str, stream_name: str
+) -> None:
+    appended = await log.append([make_event("WO-1", i) for i in range(30)])
+    partition = appended[0].partition
+    positions = await log.committed("erp")
+    first = await log.consume("erp", positions, 10)
+    for record in first:
+        positions[record.partition] = record.offset
+    await log.commit("erp", positions)
+    second = await log.consume("erp", positions, 5)
+    for record in second:
+        positions[record.partition] = record.offset
+
+    # A foreign client pulls four records from the group's consumer, so the
+    # reader sees a jump in the consumer's delivery sequence.
+    nc = await nats.connect(nats_url)
+    [info] = [
+        i
+        for i in await nc.jsm().consumers_info(stream_name)
+        if i.name.startswith(f"g-erp-p{partition}-")
+    ]
+    stolen = await nc.jetstream().pull_subscribe_bind(info.name, stream=stream_name)
+    assert len(await stolen.fetch(4, timeout=2)) == 4
+    await nc.close()
+    rest = await consume_all(log, "erp", positions)
+    for record in rest:
+        positions[record.partition] = record.offset
+    await log.commit("erp", positions)
+
+    offsets = [r.offset for r in (*first, *second, *rest)]
+    assert offsets == [a.offset for a in appended]
+    assert await log.lag("erp") == 0
+    assert (await log.committed("erp"))[partition] == appended[-1].offset

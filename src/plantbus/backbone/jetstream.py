@@ -5,15 +5,11 @@ type>`, and offsets are stream sequences. The event id is the `Nats-Msg-Id`,
 which the stream de-duplicates within its duplicate window. docs/jetstream.md
 describes the layout and the failure handling.
 
-Committed offsets live in the key-value bucket `<stream>-offsets`, one key per
-consumer group, not in durable consumers. `EventLog` lets the caller commit
-any offset (also past the end of the log) and move a group backwards with
-`seek`, and `committed` returns exactly the offsets that were stored. A durable
-consumer's acknowledgement floor only moves forward, only to a sequence it has
-delivered, and commits as acknowledgements would fetch every record twice. A
-key-value update is one replicated write that accepts any offset, and its
-compare-and-set on the revision keeps two processes from losing each other's
-commits.
+A consumer group is a set of durable consumers, one per partition
+(`jetstream_groups`): `consume` reads through them and `commit` acknowledges,
+so a group's committed offsets are the consumers' acknowledgement floors.
+`read` serves readers without a group (reports, replays) from short-lived
+consumers.
 """
 
 from __future__ import annotations
@@ -27,11 +23,13 @@ from typing import TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
 from nats.js.manager import JetStreamManager
 
+from plantbus.backbone import jetstream_offsets as legacy
 from plantbus.backbone import jetstream_scan as scans
 from plantbus.backbone import jetstream_stream as streams
-from plantbus.backbone.jetstream_offsets import OffsetStore
+from plantbus.backbone.jetstream_groups import GroupConsumers
 from plantbus.backbone.jetstream_publish import Outgoing, Publisher
 from plantbus.backbone.jetstream_reader import Reader
 from plantbus.backbone.log import (
@@ -100,7 +98,10 @@ class JetStreamLog(EventLog):
         self.connect_seconds = connect_seconds
 
         self._nc: Client | None = None
-        self._offsets: OffsetStore | None = None
+        # The offsets bucket of an earlier version, read for groups that have
+        # no durable consumers yet.
+        self._legacy: KeyValue | None = None
+        self._groups: GroupConsumers | None = None
         self._publisher: Publisher | None = None
         self._reader: Reader | None = None
         self._closing = False
@@ -125,7 +126,7 @@ class JetStreamLog(EventLog):
                 max_age_seconds=self.max_age_seconds,
                 max_bytes=self.max_bytes,
             )
-            self._offsets = await streams.prepare_storage(
+            self._legacy = await streams.prepare_storage(
                 self._nc, self.url, config, self.partitions, self.timeout
             )
             self._publisher = Publisher(
@@ -137,6 +138,14 @@ class JetStreamLog(EventLog):
             )
             await self._publisher.start()
             self._reader = Reader(self._nc, self.stream, self.partitions, self.timeout)
+            self._groups = GroupConsumers(
+                self._nc,
+                self.stream,
+                self.partitions,
+                self.timeout,
+                self.retry_seconds,
+                lambda: self._watch.last_offset,
+            )
             await self._nc.subscribe(
                 f"{self.stream}.appended", cb=self._on_announcement
             )
@@ -173,6 +182,8 @@ class JetStreamLog(EventLog):
             )
         if self._reader is not None:
             await self._reader.close()
+        if self._groups is not None:
+            await self._groups.close()
         if self._publisher is not None:
             await self._publisher.close()
         await self._nc.close()
@@ -238,6 +249,24 @@ class JetStreamLog(EventLog):
         self._watch.mark_read()
         return records
 
+    async def consume(
+        self, group: str, positions: Mapping[int, int], limit: int
+    ) -> list[Record]:
+        """Return up to `limit` records after the positions, read for a group."""
+        groups = self._check_open()._groups
+        assert groups is not None
+        check_positions(positions, "positions", self.partitions)
+        if limit <= 0 or not positions:
+            return []
+
+        records = await self._retry(
+            f"read consumer group {group!r}",
+            lambda: groups.consume(group, positions, limit),
+        )
+        self._watch.note(groups.last_seen)
+        self._watch.mark_read()
+        return records
+
     async def wait_for_append(self, timeout: float) -> None:
         """Wait for a record newer than this task's last read, or `timeout` seconds."""
         self._check_open()
@@ -246,25 +275,26 @@ class JetStreamLog(EventLog):
         await self._watch.wait(timeout)
 
     async def committed(self, group: str) -> dict[int, int]:
-        """Return the committed offset of each partition for a consumer group."""
-        offsets = self._check_open()._offsets
-        assert offsets is not None
-        stored, _ = await self._retry(
+        """Return the acknowledgement floor of each partition's durable consumer."""
+        groups = self._check_open()._groups
+        assert groups is not None
+        floors = await self._retry(
             f"load the offsets of consumer group {group!r}",
-            lambda: offsets.load(group),
+            lambda: groups.committed(group),
         )
-        return {p: stored.get(p, 0) for p in range(self.partitions)}
+        earlier = await self._legacy_offsets(group, floors)
+        return {p: floors.get(p, earlier.get(p, 0)) for p in range(self.partitions)}
 
     async def commit(self, group: str, offsets: Mapping[int, int]) -> None:
-        """Merge offsets into the group's stored offsets with a compare-and-set."""
-        store = self._check_open()._offsets
-        assert store is not None
+        """Acknowledge up to the offsets through the group's durable consumers."""
+        groups = self._check_open()._groups
+        assert groups is not None
         check_positions(offsets, "offsets", self.partitions)
         if not offsets:
             return
         await self._retry(
             f"commit offsets of consumer group {group!r}",
-            lambda: store.merge(group, offsets),
+            lambda: groups.commit(group, offsets),
         )
 
     async def seek(
@@ -275,7 +305,8 @@ class JetStreamLog(EventLog):
         time: datetime | None = None,
     ) -> dict[int, int]:
         """Move a consumer group to an offset or to the first record at a time."""
-        self._check_open()
+        groups = self._check_open()._groups
+        assert groups is not None
         check_seek_target(group, offset, time)
 
         last = await self._stream_last_seq()
@@ -296,11 +327,9 @@ class JetStreamLog(EventLog):
             position = min(max(offset - 1, 0), last)
 
         positions = dict.fromkeys(range(self.partitions), position)
-        store = self._offsets
-        assert store is not None
         await self._retry(
             f"move consumer group {group!r}",
-            lambda: store.replace(group, positions),
+            lambda: groups.move(group, positions, attach=False),
         )
         logger.info(
             "Moved consumer group %s of %s to offset %d (requested offset=%s time=%s)",
@@ -323,17 +352,32 @@ class JetStreamLog(EventLog):
 
     async def lag(self, group: str) -> int:
         """Count the records after the group's committed offset in every partition."""
-        self._check_open()
-        offsets = await self.committed(group)
-        last = await self._stream_last_seq()
-        behind = {p: o for p, o in offsets.items() if o < last}
-        if not behind:
-            return 0
+        groups = self._check_open()._groups
+        assert groups is not None
+        found = await self._retry(
+            f"count the lag of consumer group {group!r}",
+            lambda: groups.generations(group),
+        )
+        # A durable consumer counts what it has not delivered and what is
+        # not acknowledged yet.
+        counted = sum(generations[-1].behind for generations in found.values())
+        if len(found) == self.partitions:
+            return counted
 
-        return await self._retry(
+        # Partitions the group never read have no consumer yet.
+        earlier = await self._legacy_offsets(group, found)
+        last = await self._stream_last_seq()
+        missing = {
+            p: earlier.get(p, 0)
+            for p in range(self.partitions)
+            if p not in found and earlier.get(p, 0) < last
+        }
+        if not missing:
+            return counted
+        return counted + await self._retry(
             f"count the lag of consumer group {group!r}",
             lambda: scans.count_lag(
-                *self._scan_args(), behind, self.partitions, self.timeout
+                *self._scan_args(), missing, self.partitions, self.timeout
             ),
         )
 
@@ -350,6 +394,17 @@ class JetStreamLog(EventLog):
             max_bytes=max_bytes,
             timeout=self.timeout,
             retry_seconds=self.retry_seconds,
+        )
+
+    async def _legacy_offsets(
+        self, group: str, found: Mapping[int, object]
+    ) -> dict[int, int]:
+        bucket = self._legacy
+        if bucket is None or len(found) == self.partitions:
+            return {}
+        return await self._retry(
+            f"load the earlier offsets of consumer group {group!r}",
+            lambda: legacy.load(bucket, group),
         )
 
     def _scan_args(self) -> tuple[Client, JetStreamManager, str]:

@@ -15,17 +15,18 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js import errors as js_errors
 from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
 
+from plantbus.backbone import jetstream_offsets as legacy
 from plantbus.backbone import jetstream_scan as scans
-from plantbus.backbone.jetstream_offsets import OffsetStore
 from plantbus.errors import BackboneError
 
 logger = logging.getLogger("plantbus.backbone")
 
 _T = TypeVar("_T")
 
-# Failures that pass once the client has reconnected or the stream (or the
-# offsets bucket) has a leader again.
+# Failures that pass once the client has reconnected or the stream (or a
+# consumer) has a leader again.
 _TRANSIENT = (
     TimeoutError,
     nats_errors.NoRespondersError,
@@ -169,21 +170,21 @@ def stream_config(
 
 async def prepare_storage(
     nc: Client, url: str, config: api.StreamConfig, partitions: int, timeout: float
-) -> OffsetStore:
-    """Create or check the stream, then open the offsets bucket `<stream>-offsets`."""
-    bucket = f"{config.name}-offsets"
+) -> KeyValue | None:
+    """Create or check the stream; return an earlier version's offsets bucket."""
     replicas = config.num_replicas or 1
     try:
         await ensure_stream(nc, config, partitions)
-        return await OffsetStore.open(nc.jetstream(timeout=timeout), bucket, replicas)
+        return await legacy.open_bucket(
+            nc.jetstream(timeout=timeout), f"{config.name}-offsets"
+        )
     except BackboneError:
         raise
     except Exception as exc:
         raise BackboneError(
-            f"Could not create or check stream {config.name!r} and key-value "
-            f"bucket {bucket!r} at {url!r}: {exc!r}. Check that JetStream is "
-            f"enabled and that `replicas` ({replicas}) is at most the number of "
-            "servers in the cluster."
+            f"Could not create or check stream {config.name!r} at {url!r}: "
+            f"{exc!r}. Check that JetStream is enabled and that `replicas` "
+            f"({replicas}) is at most the number of servers in the cluster."
         ) from exc
 
 

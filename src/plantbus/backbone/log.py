@@ -121,6 +121,18 @@ class EventLog(ABC):
         records whose offset is greater than the given position.
         """
 
+    async def consume(
+        self, group: str, positions: Mapping[int, int], limit: int
+    ) -> list[Record]:
+        """Read as `read` does, on behalf of a consumer group.
+
+        A backbone with server-side consumer groups reads through the group's
+        consumers, so that `commit` acknowledges what was read. The caller
+        reads each partition on from the last record returned, or from the
+        group's committed offset.
+        """
+        return await self.read(positions, limit)
+
     @abstractmethod
     async def wait_for_append(self, timeout: float) -> None:
         """Wait until something is appended or `timeout` seconds pass."""

@@ -196,7 +196,9 @@ class PipelineRuntime:
                         if self.leases is None
                         else self.leases.positions(tracker)
                     )
-                    records = await self.log.read(positions, min(room, self.read_batch))
+                    records = await self.log.consume(
+                        self.group, positions, min(room, self.read_batch)
+                    )
                     if records:
                         await self._dispatch(records, tracker)
                     else:
