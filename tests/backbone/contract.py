@@ -215,6 +215,27 @@ async def test_consume_after_seek_reads_again(log: EventLog) -> None:
     assert [r.offset for r in again] == [a.offset for a in appended[10:]]
 
 
+async def test_nak_returns_the_record_after_its_delay(log: EventLog) -> None:
+    await log.append([make_event("WO-1", i) for i in range(3)])
+    positions = await log.committed("erp")
+    records = await log.consume("erp", positions, 10)
+    for record in records:
+        positions[record.partition] = record.offset
+
+    assert await log.nak("erp", records[1], 0.3)
+    early = await log.consume("erp", positions, 10)
+    back: list[Record] = []
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if back := await log.consume("erp", positions, 10):
+            break
+
+    assert early == []
+    assert [r.offset for r in back] == [records[1].offset]
+    assert back[0].event.id == records[1].event.id
+    assert await log.consume("erp", positions, 10) == []
+
+
 async def test_committed_unknown_group_is_zero_everywhere(log: EventLog) -> None:
     assert await log.committed("never-seen") == dict.fromkeys(range(log.partitions), 0)
 

@@ -256,7 +256,7 @@ class JetStreamLog(EventLog):
         groups = self._check_open()._groups
         assert groups is not None
         check_positions(positions, "positions", self.partitions)
-        if limit <= 0 or not positions:
+        if not positions:
             return []
 
         records = await self._retry(
@@ -266,6 +266,12 @@ class JetStreamLog(EventLog):
         self._watch.note(groups.last_seen)
         self._watch.mark_read()
         return records
+
+    async def nak(self, group: str, record: Record, delay: float) -> bool:
+        """Have the group's durable consumer send a record again after `delay` s."""
+        groups = self._check_open()._groups
+        assert groups is not None
+        return await groups.nak(group, record, delay)
 
     async def wait_for_append(self, timeout: float) -> None:
         """Wait for a record newer than this task's last read, or `timeout` seconds."""

@@ -138,6 +138,10 @@ class _Attachment:
     buffer: deque[Msg] = field(default_factory=deque)
     # Records handed out and not acknowledged, as (offset, reply subject).
     delivered: deque[tuple[int, str]] = field(default_factory=deque)
+    # Records handed back with a delay: offset and when they are due again.
+    naked: dict[int, float] = field(default_factory=dict)
+    # Records the server sent again after their delay, to hand out next.
+    returned: list[Msg] = field(default_factory=list)
     # The log's last known offset when a pull last found nothing more.
     checked: int = -1
     done: asyncio.Future[str | None] | None = None
@@ -209,7 +213,11 @@ class GroupConsumers:
     async def consume(
         self, group: str, positions: Mapping[int, int], limit: int
     ) -> list[Record]:
-        """Return up to `limit` records after the positions, in offset order."""
+        """Return up to `limit` records after the positions, in offset order.
+
+        Records handed back with `nak` that the server sent again come first
+        and do not count against `limit`.
+        """
         for (name, partition), held in list(self._attached.items()):
             if name == group and partition not in positions:
                 await self._detach(group, partition, held)
@@ -223,16 +231,16 @@ class GroupConsumers:
         if stale:
             await self.move(group, {p: positions[p] for p in stale}, attach=True)
 
+        loop = asyncio.get_running_loop()
         for attempt in range(_PULL_ATTEMPTS):
             attachments = [self._attached[(group, p)] for p in positions]
             last_known = self._last_known()
+            now = loop.time()
             await asyncio.gather(
                 *(
-                    self._pull(attachment, min(limit, _PULL_BATCH), last_known)
+                    self._pull(attachment, min(max(limit, 1), _PULL_BATCH), last_known)
                     for attachment in attachments
-                    if not attachment.buffer
-                    and not attachment.broken
-                    and (attachment.checked < last_known or attachment.checked < 0)
+                    if self._wants_pull(attachment, last_known, now, limit)
                 )
             )
             for attachment in attachments:
@@ -276,6 +284,27 @@ class GroupConsumers:
         await asyncio.gather(*(self._ack(group, *ack) for ack in acks))
         if moves:
             await self.move(group, moves, attach=False)
+
+    async def nak(self, group: str, record: Record, delay: float) -> bool:
+        """Ask the server to send a record again after `delay` seconds.
+
+        The consumer acknowledges with `AckPolicy.ALL`, so a later
+        acknowledgement would count for this record too. The group commits
+        only below records in work, and this one stays in work until it is
+        back, so no acknowledgement passes it meanwhile.
+        """
+        attachment = self._attached.get((group, record.partition))
+        if attachment is None:
+            return False
+        reply = next(
+            (r for seq, r in attachment.delivered if seq == record.offset), None
+        )
+        if reply is None:
+            return False
+        request = {"delay": int(delay * 1e9)}
+        await self._nc.publish(reply, b"-NAK " + json.dumps(request).encode())
+        attachment.naked[record.offset] = asyncio.get_running_loop().time() + delay
+        return True
 
     async def move(
         self, group: str, offsets: Mapping[int, int], *, attach: bool
@@ -406,6 +435,20 @@ class GroupConsumers:
         except Exception as exc:  # a closed connection has no subscriptions
             logger.debug("Could not unsubscribe %s: %s", attachment.inbox.subject, exc)
 
+    def _wants_pull(
+        self, attachment: _Attachment, last_known: int, now: float, limit: int
+    ) -> bool:
+        if attachment.broken:
+            return False
+        if any(due <= now for due in attachment.naked.values()):
+            return True
+        if limit <= 0:
+            return False
+        # A partition that had nothing more is pulled again only once the
+        # log has grown since.
+        fresh = attachment.checked < 0 or attachment.checked < last_known
+        return not attachment.buffer and fresh
+
     async def _pull(self, attachment: _Attachment, batch: int, last_known: int) -> None:
         attachment.wanted = batch
         attachment.done = asyncio.get_running_loop().create_future()
@@ -449,8 +492,10 @@ class GroupConsumers:
             return
         attachment.consumer_seq = consumer_seq
         if seq <= attachment.position:
+            if attachment.naked.pop(seq, None) is not None:
+                attachment.returned.append(msg)
             # Read again after a resync (or sent again after `ack_wait`):
-            # keep the reply for acknowledging, hand nothing out.
+            # keep the reply for acknowledging, hand nothing else out.
             delivered = attachment.delivered
             if seq > attachment.acked and (not delivered or delivered[-1][0] < seq):
                 delivered.append((seq, msg.reply or ""))
@@ -467,7 +512,9 @@ class GroupConsumers:
             if a.buffer
         ]
         heapq.heapify(heads)
-        records: list[Record] = []
+        # Records back from a delay were counted against the limit before.
+        records = self._returned(attachments)
+        limit += len(records)
         while heads and len(records) < limit:
             _, index = heapq.heappop(heads)
             attachment = attachments[index]
@@ -485,6 +532,15 @@ class GroupConsumers:
         if records:
             self.last_seen = max(self.last_seen, records[-1].offset)
         return records
+
+    def _returned(self, attachments: list[_Attachment]) -> list[Record]:
+        returned: list[Record] = []
+        for attachment in attachments:
+            for msg in attachment.returned:
+                seq, _, stored_at = delivery_info(msg)
+                returned.append(Record(seq, attachment.partition, msg.data, stored_at))
+            attachment.returned.clear()
+        return sorted(returned, key=lambda record: record.offset)
 
     async def _ack(
         self, group: str, attachment: _Attachment, seq: int, reply: str

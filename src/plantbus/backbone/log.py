@@ -11,6 +11,7 @@ last record it has finished with.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import weakref
 import zlib
 from abc import ABC, abstractmethod
@@ -129,9 +130,40 @@ class EventLog(ABC):
         A backbone with server-side consumer groups reads through the group's
         consumers, so that `commit` acknowledges what was read. The caller
         reads each partition on from the last record returned, or from the
-        group's committed offset.
+        group's committed offset. Records handed back with `nak` whose delay
+        has passed come first, although their offsets are at or below the
+        positions.
         """
-        return await self.read(positions, limit)
+        returned = self._due_naks(group, positions)
+        return returned + await self.read(positions, limit)
+
+    async def nak(self, group: str, record: Record, delay: float) -> bool:
+        """Hand a consumed record back, to be consumed again after `delay` seconds.
+
+        The record stays uncommitted: a group that never commits past it
+        gets it again after a crash too. Returns False when the backbone
+        cannot return this record (it was not consumed through this handle).
+        This version keeps the record in the process; a backbone with
+        server-side consumer groups lets the server hold it.
+        """
+        due = asyncio.get_running_loop().time() + delay
+        waiting = self.__dict__.setdefault("_naks", {}).setdefault(group, [])
+        heapq.heappush(waiting, (due, record.offset, record))
+        return True
+
+    def _due_naks(self, group: str, positions: Mapping[int, int]) -> list[Record]:
+        waiting = self.__dict__.get("_naks", {}).get(group)
+        if not waiting:
+            return []
+        now = asyncio.get_running_loop().time()
+        due: list[Record] = []
+        while waiting and waiting[0][0] <= now:
+            entry = heapq.heappop(waiting)
+            # A partition the caller no longer reads drops its records; the
+            # group reads them again from its committed offset.
+            if entry[2].partition in positions:
+                due.append(entry[2])
+        return sorted(due, key=lambda record: record.offset)
 
     @abstractmethod
     async def wait_for_append(self, timeout: float) -> None:

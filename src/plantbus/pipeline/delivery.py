@@ -7,6 +7,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from plantbus.backbone.log import Record
@@ -116,6 +117,9 @@ class Deliverer:
         # transaction before it commits offsets: a crash in between redelivers
         # those events, and the sinks' own idempotency absorbs the repeat.
         self.unrecorded: list[Delivery] = []
+        # Set by the runtime: waits before a retry by handing the record back
+        # to the log with a delay. Without it a retry waits here.
+        self.hold: Callable[[Record, float], Awaitable[None]] | None = None
         # Labelled metric children, looked up once per sink instead of per event.
         self._delivered = {
             name: DELIVERIES.labels(pipeline, name, "delivered") for name in sinks
@@ -232,7 +236,7 @@ class Deliverer:
                         "correlation_id": event.correlationid,
                     },
                 )
-                await self.wait(wait)
+                await self.wait(wait, record)
                 continue
 
             if breaker is not None:
@@ -253,8 +257,15 @@ class Deliverer:
             self._latency[sink_name].observe(latency)
             return None
 
-    async def wait(self, seconds: float) -> None:
-        """Sleep before a retry; raise Abandoned when the hub stops meanwhile."""
+    async def wait(self, seconds: float, record: Record | None = None) -> None:
+        """Wait before a retry of `record`; raise Abandoned when the hub stops."""
+        if self.hold is not None and record is not None:
+            await self.hold(record, seconds)
+        else:
+            await self.sleep(seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep for `seconds`; raise Abandoned when the hub stops meanwhile."""
         try:
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
         except TimeoutError:

@@ -37,6 +37,9 @@ from plantbus.state.store import ReplayRequest, StateStore
 
 logger = logging.getLogger("plantbus.pipeline")
 
+# Seconds past its delay that a retry waits for its record to come back.
+_RETURN_GRACE_SECONDS = 2.0
+
 
 class OffsetTracker:
     """Track records in work per partition and compute the offsets safe to commit."""
@@ -147,6 +150,13 @@ class PipelineRuntime:
         )
         if self.leases is not None:
             self.redriver.owns_key = self.leases.owns_key
+        # Records handed back to the log before a retry, by (partition,
+        # offset), until they come back; set when one is due.
+        # Each entry holds the future that the record's return resolves and
+        # the loop time when it is due.
+        self._returning: dict[tuple[int, int], tuple[asyncio.Future[None], float]] = {}
+        self._return_due = asyncio.Event()
+        deliverer.hold = self._hold_for_retry
 
     async def run(self) -> None:
         """Consume until `stopping` is set, then finish work in hand and commit."""
@@ -187,25 +197,35 @@ class PipelineRuntime:
                     if changed:
                         await self._load_parked_keys()
                 room = self.max_in_flight - tracker.in_work
-                if room <= 0:
+                returns_due = self._returns_due()
+                if room <= 0 and not returns_due:
                     self._room.clear()
-                    await self._wait_or_stop(self._room.wait(), 0.5)
+                    await self._wait_or_stop(
+                        _first(self._room.wait(), self._return_due.wait()), 0.5
+                    )
                 else:
                     positions = (
                         tracker.read
                         if self.leases is None
                         else self.leases.positions(tracker)
                     )
+                    # With no room, the read only brings back records that
+                    # were handed back for a retry.
                     records = await self.log.consume(
-                        self.group, positions, min(room, self.read_batch)
+                        self.group, positions, min(max(room, 0), self.read_batch)
                     )
                     if records:
                         await self._dispatch(records, tracker)
-                    else:
+                    elif room > 0:
                         await self._commit(tracker, committed, idle=True)
                         last_commit = time.monotonic()
-                        await self._wait_or_stop(self.log.wait_for_append(0.5), 0.5)
+                        await self._wait_or_stop(
+                            self._wait_for_records(), 0.05 if returns_due else 0.5
+                        )
                         continue
+                    else:
+                        # Due but not back yet: the log sends it shortly.
+                        await self._wait_or_stop(self._room.wait(), 0.05)
                 if time.monotonic() - last_commit >= self.commit_interval:
                     await self._commit(tracker, committed)
                     last_commit = time.monotonic()
@@ -329,9 +349,52 @@ class PipelineRuntime:
         for task in pending:
             task.cancel()
 
+    async def _wait_for_records(self) -> None:
+        """Wait for an append, or for a record handed back to be due again."""
+        await _first(self.log.wait_for_append(0.5), self._return_due.wait())
+        self._return_due.clear()
+
+    def _returns_due(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return any(due <= now for _, due in self._returning.values())
+
+    async def _hold_for_retry(self, record: Record, seconds: float) -> None:
+        """Wait before a retry by handing the record back to the log for a while.
+
+        The log holds it (on JetStream, a negative acknowledgement with a
+        delay) and the group consumes it again once it is due. The key's lane
+        waits meanwhile, so the key's later events stay behind it, and the
+        record stays uncommitted. If it is not back shortly after the delay,
+        as when its consumer was replaced meanwhile, the retry goes ahead.
+        """
+        loop = asyncio.get_running_loop()
+        key = (record.partition, record.offset)
+        back: asyncio.Future[None] = loop.create_future()
+        self._returning[key] = (back, loop.time() + seconds)
+        wake = loop.call_later(seconds, self._return_due.set)
+        try:
+            if not await self.log.nak(self.group, record, seconds):
+                await self.deliverer.sleep(seconds)
+                return
+            await self._wait_or_stop(back, seconds + _RETURN_GRACE_SECONDS)
+        finally:
+            wake.cancel()
+            self._returning.pop(key, None)
+        if self.stopping.is_set():
+            raise Abandoned()
+
     async def _dispatch(self, records: list[Record], tracker: OffsetTracker) -> None:
         accepted: list[Record] = []
         for record in records:
+            returning = self._returning.get((record.partition, record.offset))
+            if returning is not None or record.offset <= tracker.read.get(
+                record.partition, -1
+            ):
+                # A record handed back for a retry: the lane that holds it
+                # goes on. One that comes after its retry went ahead is dropped.
+                if returning is not None and not returning[0].done():
+                    returning[0].set_result(None)
+                continue
             tracker.add(record)
             event_type = record.event.type
             if self.accepts(event_type):
@@ -427,7 +490,8 @@ class PipelineRuntime:
                     if len(attempts) >= policy.max_attempts:
                         return await self._step_failed(step.name, record, exc, attempts)
                     await self.deliverer.wait(
-                        backoff_seconds(policy, len(attempts), exc.retry_after)
+                        backoff_seconds(policy, len(attempts), exc.retry_after),
+                        record,
                     )
                 except Exception as exc:
                     # A poison event must not stop the pipeline: it becomes a
@@ -477,6 +541,16 @@ class PipelineRuntime:
         if idle or now - self._lag_updated_at >= self.lag_interval:
             CONSUMER_LAG.labels(self.name).set(await self.log.lag(self.group))
             self._lag_updated_at = now
+
+
+async def _first(*awaitables: Awaitable[Any]) -> None:
+    """Wait until the first of `awaitables` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _log_stop(pipeline: str, exc: BaseException) -> None:
