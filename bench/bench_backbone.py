@@ -8,7 +8,8 @@ the same schema and connection settings as SqliteLog:
 - append: SqliteLog.append with one batch per call, one caller;
 - group: many coroutines that each append one event per call, so throughput
   comes from group commit;
-- consume: read from per-partition positions and commit offsets per batch.
+- consume: consume for a group from per-partition positions and commit
+  offsets per batch.
 
 Each mode runs `--repeat` times, interleaved, because other work on the machine
 changes fsync times from minute to minute. The table and the JSON file show the
@@ -156,7 +157,7 @@ async def bench_consume(events: list[Event], batch: int, folder: Path) -> Timing
     positions = await log.committed("bench")
     seen = 0
     while True:
-        records = await log.read(positions, batch)
+        records = await log.consume("bench", positions, batch)
         if not records:
             break
         for record in records:

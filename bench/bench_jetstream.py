@@ -6,8 +6,9 @@ One run measures, on fresh streams and files, with the same events:
   Python client (nats-py `publish_async`, up to `--window` acknowledgements
   outstanding), waiting for every acknowledgement;
 - append: JetStreamLog.append with one batch per call;
-- consume: JetStreamLog.read from per-partition positions, committing offsets
-  after each batch;
+- consume: JetStreamLog.consume for a consumer group (through its durable
+  consumers) from per-partition positions, committing offsets after each
+  batch;
 - sqlite_append and sqlite_consume: the same two with the embedded SqliteLog.
 
 Each mode runs `--repeat` times, interleaved, and the table shows the median.
@@ -111,11 +112,11 @@ async def append_all(log: EventLog, events: list[Event], batch: int) -> Timing:
 
 
 async def consume_all(log: EventLog, count: int, batch: int) -> Timing:
-    """Read the whole log from per-partition positions, committing per batch."""
+    """Consume the whole log for one group, committing after each batch."""
     stopwatch = Stopwatch()
     positions = await log.committed("bench")
     seen = 0
-    while records := await log.read(positions, batch):
+    while records := await log.consume("bench", positions, batch):
         for record in records:
             positions[record.partition] = record.offset
         await log.commit("bench", positions)

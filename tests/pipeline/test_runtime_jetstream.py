@@ -42,7 +42,7 @@ async def stores(
     await nc.close()
 
 
-async def test_runtime_jetstream_retries_come_back_from_the_consumer(
+async def test_runtime_jetstream_retry_returns_from_consumer(
     stores: tuple[JetStreamLog, SqliteStateStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log, state = stores

@@ -8,16 +8,16 @@ offset, and `nats consumer report` shows each group's progress.
 
 A durable consumer's floor only moves forward, and a delivered but
 unacknowledged message comes back only after `ack_wait`, behind later ones.
-So whenever a process starts reading a partition, and whenever an offset is
-set that the consumer cannot reach by acknowledging (a seek, a commit
-backwards or past what was read), a new generation of the consumer replaces
-the old one. It starts right after the given offset, and the old generation
+So a new generation of the consumer replaces the old one whenever a process
+starts reading a partition. The same happens when an offset is set that the
+consumer cannot reach by acknowledging: a seek, or a commit backwards or past
+what was read. It starts right after the given offset, and the old generation
 is deleted afterwards. The consumer names are
 `<group key>-p<partition>-g<generation>-<token>`; the highest generation is
 the current one, so a crash between creating one and deleting the other
 leaves the group where the new one says. A process that still reads an old
 generation (a worker that lost its partition lease but has not noticed yet)
-finds it gone at its next pull or acknowledgement and stops, instead of
+finds it deleted at its next pull or acknowledgement and stops, instead of
 taking records from the current reader.
 """
 
@@ -43,7 +43,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from plantbus.backbone import jetstream_stream as streams
-from plantbus.backbone.jetstream_scan import delivery_info
+from plantbus.backbone.jetstream_scan import delivery_info, request_next
 from plantbus.backbone.log import Record
 from plantbus.errors import BackboneError
 
@@ -53,11 +53,12 @@ _SAFE_GROUP = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(
     r"(?P<group>.+)-p(?P<partition>\d+)-g(?P<gen>\d+)-(?P<token>[0-9a-f]+)"
 )
-# Longest name prefix kept; the rest of a name takes at most 40 characters.
+# Maximum length of a group's name prefix. The rest of a consumer name takes
+# up to 40 characters, and NATS allows 255.
 _MAX_PREFIX = 200
 # Rounds of pulls one read makes while new consumers do not serve them.
 _PULL_ATTEMPTS = 5
-# Messages one pull asks a consumer for, at most.
+# Maximum messages requested by one pull.
 _PULL_BATCH = 1000
 # Delivered and unacknowledged messages per consumer. Records a pipeline holds
 # in work and read ahead stay far below this.
@@ -145,9 +146,9 @@ class _Attachment:
     # The log's last known offset when a pull last found nothing more.
     checked: int = -1
     done: asyncio.Future[str | None] | None = None
-    wanted: int = 0
+    expected: int = 0
     status: str | None = None
-    gone: bool = False
+    deleted: bool = False
     broken: bool = False
 
 
@@ -244,8 +245,8 @@ class GroupConsumers:
                 )
             )
             for attachment in attachments:
-                if attachment.gone:
-                    raise self._gone(group, attachment.name)
+                if attachment.deleted:
+                    raise self._deleted_error(group, attachment.name)
             broken = [a for a in attachments if a.broken]
             if broken:
                 await self._resync(group, broken)
@@ -450,17 +451,15 @@ class GroupConsumers:
         return not attachment.buffer and fresh
 
     async def _pull(self, attachment: _Attachment, batch: int, last_known: int) -> None:
-        attachment.wanted = batch
+        attachment.expected = batch
         attachment.done = asyncio.get_running_loop().create_future()
         # `no_wait` makes the server answer at once: the messages it has, then
         # a 404 (none) or 408 (fewer than asked) status. With `expires` too,
         # the server would hold the request until then when it has none.
         request = {"batch": batch, "no_wait": True}
         assert attachment.inbox is not None
-        await self._nc.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{attachment.name}",
-            json.dumps(request).encode(),
-            reply=attachment.inbox.subject,
+        await request_next(
+            self._nc, self.stream, attachment.name, request, attachment.inbox.subject
         )
         try:
             status = await asyncio.wait_for(attachment.done, self.timeout)
@@ -473,7 +472,7 @@ class GroupConsumers:
             attachment.checked = last_known
         elif status in ("409", "timeout"):
             # A pull for a deleted consumer gets no answer at all.
-            attachment.gone = await self._is_gone(attachment.name)
+            attachment.deleted = await self._is_deleted(attachment.name)
 
     def _on_message(self, attachment: _Attachment, msg: Msg) -> None:
         headers = msg.headers
@@ -501,8 +500,8 @@ class GroupConsumers:
                 delivered.append((seq, msg.reply or ""))
         elif not attachment.buffer or seq > _sequences(attachment.buffer[-1])[0]:
             attachment.buffer.append(msg)
-        attachment.wanted -= 1
-        if attachment.wanted <= 0 and done is not None and not done.done():
+        attachment.expected -= 1
+        if attachment.expected <= 0 and done is not None and not done.done():
             done.set_result(None)
 
     def _take(self, attachments: list[_Attachment], limit: int) -> list[Record]:
@@ -548,22 +547,22 @@ class GroupConsumers:
         try:
             await self._nc.request(reply, b"+ACK", timeout=self.timeout)
         except NoRespondersError:
-            if await self._is_gone(attachment.name):
-                attachment.gone = True
-                raise self._gone(group, attachment.name) from None
+            if await self._is_deleted(attachment.name):
+                attachment.deleted = True
+                raise self._deleted_error(group, attachment.name) from None
             raise
         attachment.acked = max(attachment.acked, seq)
         while attachment.delivered and attachment.delivered[0][0] <= seq:
             attachment.delivered.popleft()
 
-    async def _is_gone(self, name: str) -> bool:
+    async def _is_deleted(self, name: str) -> bool:
         try:
             await self._manager.consumer_info(self.stream, name, timeout=self.timeout)
         except NotFoundError:
             return True
         return False
 
-    def _gone(self, group: str, name: str) -> ConsumerGone:
+    def _deleted_error(self, group: str, name: str) -> ConsumerGone:
         return ConsumerGone(
             f"The durable consumer {name!r} of consumer group {group!r} on stream "
             f"{self.stream!r} was deleted while this process read through it. "

@@ -53,6 +53,17 @@ def delivery_info(msg: Msg) -> tuple[int, int, float]:
     return int(tokens[7]), int(tokens[10]), int(tokens[9]) / 1e9
 
 
+async def request_next(
+    nc: Client, stream: str, consumer: str, request: dict[str, Any], inbox: str
+) -> None:
+    """Send a pull request; the messages and a closing status go to `inbox`."""
+    await nc.publish(
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        json.dumps(request).encode(),
+        reply=inbox,
+    )
+
+
 class ScanLost(BackboneError):
     """The server no longer has the scan's consumer; open a new scan."""
 
@@ -160,10 +171,8 @@ class Scan:
         # The server drops the request after `expires` nanoseconds, so that a
         # lost reply cannot leave a request behind that swallows later messages.
         request = {"batch": requested, "expires": int(self.timeout * 1e9)}
-        await self._nc.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}",
-            json.dumps(request).encode(),
-            reply=self._inbox.subject,
+        await request_next(
+            self._nc, self.stream, self.name, request, self._inbox.subject
         )
         try:
             status = await asyncio.wait_for(self._done, self.timeout)
