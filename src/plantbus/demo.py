@@ -443,11 +443,17 @@ async def _discard_unknown_item(
                 actor="demo-operator",
                 reason="item C-999 does not exist; the consumption is booked by hand",
             )
+            numbers = ", ".join(f"#{number}" for number in result.done)
+            if held:
+                waiting = (
+                    f"{len(held)} later events of the same work order waited "
+                    "behind it and now go to the ERP in order."
+                )
+            else:
+                waiting = "No later event of that work order was waiting behind it."
             console.print(
-                f"Plant support (played by the demo) discarded dead letter(s) "
-                f"{result.done}: item C-999 does not exist. {len(held)} later "
-                f"events of the same work order waited behind it and now go to "
-                f"the ERP in order."
+                f"Plant support (played by the demo) discarded dead letter "
+                f"{numbers}: item C-999 does not exist. {waiting}"
             )
             return
         await asyncio.sleep(0.5)

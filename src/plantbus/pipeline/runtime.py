@@ -563,5 +563,7 @@ def _log_stop(pipeline: str, exc: BaseException) -> None:
 
 
 def _summary(positions: dict[int, int]) -> str:
+    if not positions:
+        return "no offsets, because this worker held no partition"
     busy = {p: o for p, o in positions.items() if o}
     return f"offsets {busy}" if busy else "the start of the log"
