@@ -46,12 +46,10 @@ from plantbus.events.envelope import Event
 
 
 async def drop_stream(url: str, stream: str) -> None:
-    """Delete a benchmark stream and its offsets bucket."""
+    """Delete a benchmark stream with its consumers."""
     nc = await nats.connect(url.split(","))
-    js = nc.jetstream()
-    for action in (js.delete_stream(stream), js.delete_key_value(f"{stream}-offsets")):
-        with contextlib.suppress(NotFoundError):
-            await action
+    with contextlib.suppress(NotFoundError):
+        await nc.jetstream().delete_stream(stream)
     await nc.close()
 
 

@@ -108,7 +108,6 @@ async def test_backends_jetstream_postgres_fresh_and_removed(tmp_path: Path) -> 
     assert second.stream != backends.stream
     assert second.database != backends.database
     assert not await stream_exists(chosen.nats_url, backends.stream)
-    assert not await stream_exists(chosen.nats_url, f"KV_{backends.stream}-offsets")
     assert not database_exists(backends.database)
 
 

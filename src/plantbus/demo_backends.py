@@ -184,10 +184,9 @@ async def _delete_stream(url: str, stream: str) -> None:
     client = await nats.connect(url.split(","), connect_timeout=5)
     try:
         jetstream = client.jetstream()
+        # The stream's consumers, the consumer groups, go with it.
         with contextlib.suppress(NotFoundError):
             await jetstream.delete_stream(stream)
-        with contextlib.suppress(NotFoundError):
-            await jetstream.delete_key_value(f"{stream}-offsets")
     finally:
         await client.close()
     logger.info("demo stream %s deleted", stream)
@@ -207,10 +206,9 @@ def _drop_database(server_dsn: str, name: str) -> None:
 def _print_kept(backends: DemoBackends, console: Console) -> None:
     if backends.stream is not None:
         console.print(
-            f"The stream {backends.stream!r} and its bucket "
-            f"'{backends.stream}-offsets' stay on {backends.nats_url}; "
-            f"remove them with `nats stream rm {backends.stream}` and "
-            f"`nats kv rm {backends.stream}-offsets`."
+            f"The stream {backends.stream!r} and its consumers stay on "
+            f"{backends.nats_url}; remove them with "
+            f"`nats stream rm {backends.stream}`."
         )
     if backends.database is not None:
         console.print(

@@ -328,3 +328,28 @@ async def test_jetstream_log_missed_delivery_reads_again(
     assert offsets == [a.offset for a in appended]
     assert await log.lag("erp") == 0
     assert (await log.committed("erp"))[partition] == appended[-1].offset
+
+
+async def test_jetstream_log_starts_from_earlier_bucket(
+    open_log: OpenLog, nats_url: str, stream_name: str
+) -> None:
+    first = await open_log()
+    appended = await first.append([make_event("WO-1", i) for i in range(6)])
+    partition = appended[0].partition
+    # Earlier versions kept a group's offsets in the bucket `<stream>-offsets`.
+    nc = await nats.connect(nats_url)
+    bucket = await nc.jetstream().create_key_value(bucket=f"{stream_name}-offsets")
+    await bucket.put("g.erp", f'{{"{partition}": {appended[2].offset}}}'.encode())
+    await nc.close()
+
+    upgraded = await open_log()
+    start = await upgraded.committed("erp")
+    records = await consume_all(upgraded, "erp", start)
+    positions = dict(start)
+    for record in records:
+        positions[record.partition] = record.offset
+    await upgraded.commit("erp", positions)
+
+    assert start[partition] == appended[2].offset
+    assert [r.offset for r in records] == [a.offset for a in appended[3:]]
+    assert (await upgraded.committed("erp"))[partition] == appended[-1].offset

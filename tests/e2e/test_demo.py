@@ -68,8 +68,6 @@ async def test_demo_books_what_the_shop_floor_sent(
         assert report.stream is not None
         assert f"JetStream stream {report.stream!r}" in report.backends
         assert not await stream_exists(backends.nats_url, report.stream)
-        bucket = f"KV_{report.stream}-offsets"
-        assert not await stream_exists(backends.nats_url, bucket)
     else:
         assert report.stream is None
     if state == "postgres":

@@ -147,13 +147,8 @@ async def _append(url: str, stream: str, events: list[Event]) -> None:
 
 async def _delete_stream(url: str, stream: str) -> None:
     client = await nats.connect(url)
-    jetstream = client.jetstream()
-    for action in (
-        jetstream.delete_stream(stream),
-        jetstream.delete_key_value(f"{stream}-offsets"),
-    ):
-        with contextlib.suppress(NotFoundError):
-            await action
+    with contextlib.suppress(NotFoundError):
+        await client.jetstream().delete_stream(stream)
     await client.close()
 
 
