@@ -231,9 +231,9 @@ def print_table(result: dict[str, object]) -> None:
     labels = {
         "raw": "raw nats-py publish_async, pipelined",
         "append": "JetStreamLog.append, one batch per call",
-        "consume": "JetStreamLog.read + commit per batch",
+        "consume": "JetStreamLog.consume + commit per batch",
         "sqlite_append": "SqliteLog.append, one batch per call",
-        "sqlite_consume": "SqliteLog.read + commit per batch",
+        "sqlite_consume": "SqliteLog.consume + commit per batch",
     }
     print(f"{'mode':<45} {'events/s':>10} {'CPU us/event':>13}")
     for name, label in labels.items():

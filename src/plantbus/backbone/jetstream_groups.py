@@ -43,7 +43,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from plantbus.backbone import jetstream_stream as streams
-from plantbus.backbone.jetstream_scan import delivery_info, request_next
+from plantbus.backbone.jetstream_scan import request_next
 from plantbus.backbone.log import Record
 from plantbus.errors import BackboneError
 
@@ -135,14 +135,17 @@ class _Attachment:
     # numbered without gaps, so a jump means one was lost on the way.
     consumer_seq: int = 0
     inbox: Subscription | None = None
-    # Records received and not handed out yet, in offset order.
-    buffer: deque[Msg] = field(default_factory=deque)
+    # Records received and not handed out yet, in offset order, with the
+    # reply subject that acknowledges each.
+    buffer: deque[tuple[Record, str]] = field(default_factory=deque)
+    # Offset of the last record put in the buffer or handed out.
+    received: int = 0
     # Records handed out and not acknowledged, as (offset, reply subject).
     delivered: deque[tuple[int, str]] = field(default_factory=deque)
     # Records handed back with a delay: offset and when they are due again.
     naked: dict[int, float] = field(default_factory=dict)
     # Records the server sent again after their delay, to hand out next.
-    returned: list[Msg] = field(default_factory=list)
+    returned: list[Record] = field(default_factory=list)
     # The log's last known offset when a pull last found nothing more.
     checked: int = -1
     done: asyncio.Future[str | None] | None = None
@@ -152,12 +155,17 @@ class _Attachment:
     broken: bool = False
 
 
-def _sequences(msg: Msg) -> tuple[int, int]:
-    """Return the stream and consumer sequence from a delivery's reply subject."""
-    tokens = (msg.reply or "").split(".")
+def _sequences(reply: str) -> tuple[int, int, float]:
+    """Return stream sequence, consumer sequence and store time from a reply subject.
+
+    The subject is `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.
+    <consumer seq>.<nanoseconds>.<pending>`, with two more tokens in front
+    and one at the end in the newer form (as `jetstream_scan.delivery_info` reads).
+    """
+    tokens = reply.split(".")
     if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[6])
-    return int(tokens[7]), int(tokens[8])
+        return int(tokens[5]), int(tokens[6]), int(tokens[7]) / 1e9
+    return int(tokens[7]), int(tokens[8]), int(tokens[9]) / 1e9
 
 
 class GroupConsumers:
@@ -404,11 +412,9 @@ class GroupConsumers:
             self.retry_seconds,
         )
         if attach:
+            position = offset if position is None else position
             attachment = _Attachment(
-                name,
-                partition,
-                position=offset if position is None else position,
-                acked=offset,
+                name, partition, position=position, acked=offset, received=position
             )
 
             async def on_message(msg: Msg) -> None:
@@ -483,7 +489,8 @@ class GroupConsumers:
             return
         if attachment.broken:
             return
-        seq, consumer_seq = _sequences(msg)
+        reply = msg.reply or ""
+        seq, consumer_seq, stored_at = _sequences(reply)
         if consumer_seq != attachment.consumer_seq + 1:
             attachment.broken = True
             if done is not None and not done.done():
@@ -492,21 +499,25 @@ class GroupConsumers:
         attachment.consumer_seq = consumer_seq
         if seq <= attachment.position:
             if attachment.naked.pop(seq, None) is not None:
-                attachment.returned.append(msg)
+                attachment.returned.append(
+                    Record(seq, attachment.partition, msg.data, stored_at)
+                )
             # Read again after a resync (or sent again after `ack_wait`):
             # keep the reply for acknowledging, hand nothing else out.
             delivered = attachment.delivered
             if seq > attachment.acked and (not delivered or delivered[-1][0] < seq):
-                delivered.append((seq, msg.reply or ""))
-        elif not attachment.buffer or seq > _sequences(attachment.buffer[-1])[0]:
-            attachment.buffer.append(msg)
+                delivered.append((seq, reply))
+        elif seq > attachment.received:
+            attachment.received = seq
+            record = Record(seq, attachment.partition, msg.data, stored_at)
+            attachment.buffer.append((record, reply))
         attachment.expected -= 1
         if attachment.expected <= 0 and done is not None and not done.done():
             done.set_result(None)
 
     def _take(self, attachments: list[_Attachment], limit: int) -> list[Record]:
         heads = [
-            (delivery_info(a.buffer[0])[0], index)
+            (a.buffer[0][0].offset, index)
             for index, a in enumerate(attachments)
             if a.buffer
         ]
@@ -517,13 +528,12 @@ class GroupConsumers:
         while heads and len(records) < limit:
             _, index = heapq.heappop(heads)
             attachment = attachments[index]
-            msg = attachment.buffer.popleft()
-            seq, _, stored_at = delivery_info(msg)
-            records.append(Record(seq, attachment.partition, msg.data, stored_at))
-            attachment.position = seq
-            attachment.delivered.append((seq, msg.reply or ""))
+            record, reply = attachment.buffer.popleft()
+            records.append(record)
+            attachment.position = record.offset
+            attachment.delivered.append((record.offset, reply))
             if attachment.buffer:
-                heapq.heappush(heads, (delivery_info(attachment.buffer[0])[0], index))
+                heapq.heappush(heads, (attachment.buffer[0][0].offset, index))
             elif attachment.status not in ("404", "408"):
                 # The partition may have more records, below those of the
                 # other buffers: stop here to keep the page in offset order.
@@ -535,9 +545,7 @@ class GroupConsumers:
     def _returned(self, attachments: list[_Attachment]) -> list[Record]:
         returned: list[Record] = []
         for attachment in attachments:
-            for msg in attachment.returned:
-                seq, _, stored_at = delivery_info(msg)
-                returned.append(Record(seq, attachment.partition, msg.data, stored_at))
+            returned.extend(attachment.returned)
             attachment.returned.clear()
         return sorted(returned, key=lambda record: record.offset)
 
