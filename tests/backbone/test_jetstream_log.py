@@ -353,3 +353,52 @@ async def test_jetstream_log_starts_from_earlier_bucket(
     assert start[partition] == appended[2].offset
     assert [r.offset for r in records] == [a.offset for a in appended[3:]]
     assert (await upgraded.committed("erp"))[partition] == appended[-1].offset
+
+
+async def test_jetstream_log_paused_partition_keeps_floor(
+    log: EventLog, open_log: OpenLog
+) -> None:
+    appended = await log.append([make_event("WO-1", i) for i in range(8)])
+    partition = appended[0].partition
+    positions = await log.committed("erp")
+    records = await log.consume("erp", positions, 5)
+    await log.commit("erp", {partition: records[1].offset})
+    # The partition is left out of reads for a while (its lease is being
+    # handed back with records in work), then read again from where the
+    # reader was, not from the committed offset.
+    idle = (partition + 1) % PARTITIONS
+    await log.consume("erp", {idle: positions[idle]}, 5)
+    rest = await log.consume(
+        "erp", {idle: positions[idle], partition: records[-1].offset}, 10
+    )
+    committed = await log.committed("erp")
+    # A crash now: another client starts from the committed offsets.
+    other = await open_log()
+    again = await consume_all(other, "erp", await other.committed("erp"))
+
+    assert [r.offset for r in rest] == [a.offset for a in appended[5:]]
+    assert committed[partition] == records[1].offset
+    assert [r.offset for r in again] == [a.offset for a in appended[2:]]
+
+
+async def test_jetstream_log_partition_taken_back_reads_on(
+    log: EventLog, open_log: OpenLog
+) -> None:
+    appended = await log.append([make_event("WO-1", i) for i in range(3)])
+    partition = appended[0].partition
+    start = await log.committed("erp")
+    first = await consume_all(log, "erp", {partition: start[partition]})
+    await log.commit("erp", {partition: first[-1].offset})
+    # The partition moves to another worker, which reads nothing new, and
+    # then comes back to the first worker at the same offset while the other
+    # has not noticed yet that it lost it.
+    await log.consume("erp", {}, 5)
+    other = await open_log()
+    assert await other.consume("erp", {partition: first[-1].offset}, 5) == []
+    [late] = await log.append([make_event("WO-1", 3)])
+
+    back = await log.consume("erp", {partition: first[-1].offset}, 5)
+
+    assert [r.offset for r in back] == [late.offset]
+    with pytest.raises(ConsumerGone):
+        await other.consume("erp", {partition: first[-1].offset}, 5)

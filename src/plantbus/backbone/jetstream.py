@@ -256,9 +256,8 @@ class JetStreamLog(EventLog):
         groups = self._check_open()._groups
         assert groups is not None
         check_positions(positions, "positions", self.partitions)
-        if not positions:
-            return []
-
+        # A read of no partition still tells the group's consumers which
+        # partitions this process stopped reading.
         records = await self._retry(
             f"read consumer group {group!r}",
             lambda: groups.consume(group, positions, limit),
@@ -335,7 +334,7 @@ class JetStreamLog(EventLog):
         positions = dict.fromkeys(range(self.partitions), position)
         await self._retry(
             f"move consumer group {group!r}",
-            lambda: groups.move(group, positions, attach=False),
+            lambda: groups.move(group, positions),
         )
         logger.info(
             "Moved consumer group %s of %s to offset %d (requested offset=%s time=%s)",

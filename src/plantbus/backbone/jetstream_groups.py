@@ -190,6 +190,8 @@ class GroupConsumers:
         # partitions that had nothing more when nothing was appended since.
         self._last_known = last_known
         self._attached: dict[tuple[str, int], _Attachment] = {}
+        # Per group, the partitions named by the last read.
+        self._named: dict[str, frozenset[int]] = {}
         # Highest stream sequence received through any consumer.
         self.last_seen = 0
 
@@ -227,18 +229,23 @@ class GroupConsumers:
         Records handed back with `nak` that the server sent again come first
         and do not count against `limit`.
         """
-        for (name, partition), held in list(self._attached.items()):
-            if name == group and partition not in positions:
-                await self._detach(group, partition, held)
-
-        stale = [
-            p
+        # A partition left out of a read keeps its consumer, because records
+        # of it may still be in work and get committed or handed back. One
+        # named again may have been with another process meanwhile, so it
+        # gets a new generation, as does one read from another position.
+        previous = self._named.get(group, frozenset())
+        self._named[group] = frozenset(positions)
+        taken = {
+            p: position
             for p, position in positions.items()
-            if (held_p := self._attached.get((group, p))) is None
-            or held_p.position != position
-        ]
-        if stale:
-            await self.move(group, {p: positions[p] for p in stale}, attach=True)
+            if p not in previous
+            or (held := self._attached.get((group, p))) is None
+            or held.position != position
+        }
+        if taken:
+            await self._attach(group, taken)
+        if not positions:
+            return []
 
         loop = asyncio.get_running_loop()
         for attempt in range(_PULL_ATTEMPTS):
@@ -292,7 +299,7 @@ class GroupConsumers:
                 acks.append((attachment, *last))
         await asyncio.gather(*(self._ack(group, *ack) for ack in acks))
         if moves:
-            await self.move(group, moves, attach=False)
+            await self.move(group, moves)
 
     async def nak(self, group: str, record: Record, delay: float) -> bool:
         """Ask the server to send a record again after `delay` seconds.
@@ -315,19 +322,39 @@ class GroupConsumers:
         attachment.naked[record.offset] = asyncio.get_running_loop().time() + delay
         return True
 
-    async def move(
-        self, group: str, offsets: Mapping[int, int], *, attach: bool
-    ) -> None:
+    async def move(self, group: str, offsets: Mapping[int, int]) -> None:
         """Replace each partition's consumer by a new generation after the offset.
 
-        With `attach`, this process then reads the partitions through the new
-        consumers; otherwise it stops reading them.
+        This process's next read of such a partition starts another generation
+        at the floor this one sets.
         """
         found = await self.generations(group)
         await asyncio.gather(
             *(
-                self._replace(group, p, offset, found.get(p, []), attach=attach)
+                self._replace(group, p, offset, found.get(p, []), attach=False)
                 for p, offset in offsets.items()
+            )
+        )
+
+    async def _attach(self, group: str, positions: Mapping[int, int]) -> None:
+        """Start reading partitions at positions through new consumer generations.
+
+        A new generation starts after the current floor, not after the
+        position: records between the two may still be in work, and the
+        floor must not pass them. They come again and are not handed out.
+        """
+        found = await self.generations(group)
+        await asyncio.gather(
+            *(
+                self._replace(
+                    group,
+                    p,
+                    min(found[p][-1].floor, position) if p in found else position,
+                    found.get(p, []),
+                    attach=True,
+                    position=position,
+                )
+                for p, position in positions.items()
             )
         )
 
@@ -361,12 +388,6 @@ class GroupConsumers:
                 for a in broken
             )
         )
-
-    async def forget(self, group: str) -> None:
-        """Stop reading every partition of a group in this process."""
-        for (name, partition), attachment in list(self._attached.items()):
-            if name == group:
-                await self._detach(group, partition, attachment)
 
     async def close(self) -> None:
         """Stop every read; the durable consumers stay on the server."""
@@ -575,6 +596,7 @@ class GroupConsumers:
             f"The durable consumer {name!r} of consumer group {group!r} on stream "
             f"{self.stream!r} was deleted while this process read through it. "
             "Another worker took the partition over (this one lost its lease), "
-            "or someone deleted the consumer; the group goes on from the "
-            "current consumer's floor."
+            "or someone deleted the consumer. The group goes on from the "
+            "floor of the newest generation left, or from the start of the "
+            "partition if none is left."
         )
