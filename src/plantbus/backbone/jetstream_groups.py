@@ -15,7 +15,7 @@ what was read. It starts right after the given offset, and the old generation
 is deleted afterwards. The consumer names are
 `<group key>-p<partition>-g<generation>-<token>`; the highest generation is
 the current one, so a crash between creating one and deleting the other
-leaves the group where the new one says. A process that still reads an old
+leaves the group at the new one's floor. A process that still reads an old
 generation (a worker that lost its partition lease but has not noticed yet)
 finds it deleted at its next pull or acknowledgement and stops, instead of
 taking records from the current reader.
@@ -60,13 +60,13 @@ _MAX_PREFIX = 200
 _PULL_ATTEMPTS = 5
 # Maximum messages requested by one pull.
 _PULL_BATCH = 1000
-# Delivered and unacknowledged messages per consumer. Records a pipeline holds
-# in work and read ahead stay far below this.
+# Delivered and unacknowledged messages per consumer. A pipeline's records in
+# work and read ahead stay far below this.
 _MAX_ACK_PENDING = 100_000
 # Seconds before the server sends an unacknowledged message again. A group
 # acknowledges only below records in work, so a record that takes longer (a
 # target that has been down for an hour) comes back once more, and the reader
-# drops it because it already holds it.
+# drops it because it has it already.
 _ACK_WAIT_SECONDS = 3600.0
 
 
@@ -92,7 +92,7 @@ def group_prefix(group: str) -> str:
 
 @dataclass(frozen=True, order=True)
 class Generation:
-    """One durable consumer of a group's partition and where it stands."""
+    """One durable consumer of a group's partition, with its floor and backlog."""
 
     number: int
     token: str

@@ -152,8 +152,8 @@ class PipelineRuntime:
             self.redriver.owns_key = self.leases.owns_key
         # Records handed back to the log before a retry, by (partition,
         # offset), until they come back; set when one is due.
-        # Each entry holds the future that the record's return resolves and
-        # the loop time when it is due.
+        # Each entry is the future that the record's return resolves and the
+        # loop time when it is due.
         self._returning: dict[tuple[int, int], tuple[asyncio.Future[None], float]] = {}
         self._return_due = asyncio.Event()
         deliverer.hold = self._hold_for_retry
@@ -361,7 +361,7 @@ class PipelineRuntime:
     async def _hold_for_retry(self, record: Record, seconds: float) -> None:
         """Wait before a retry by handing the record back to the log for a while.
 
-        The log holds it (on JetStream, a negative acknowledgement with a
+        The log keeps it (on JetStream, a negative acknowledgement with a
         delay) and the group consumes it again once it is due. The key's lane
         waits meanwhile, so the key's later events stay behind it, and the
         record stays uncommitted. If it is not back shortly after the delay,
@@ -390,7 +390,7 @@ class PipelineRuntime:
             if returning is not None or record.offset <= tracker.read.get(
                 record.partition, -1
             ):
-                # A record handed back for a retry: the lane that holds it
+                # A record handed back for a retry: the lane waiting for it
                 # goes on. One that comes after its retry went ahead is dropped.
                 if returning is not None and not returning[0].done():
                     returning[0].set_result(None)
