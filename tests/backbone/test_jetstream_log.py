@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy
 from nats.js.errors import NotFoundError
 
 from plantbus.backbone.jetstream import JetStreamLog
-from plantbus.backbone.jetstream_groups import ConsumerGone
+from plantbus.backbone.jetstream_groups import ConsumerGone, Generation
 from plantbus.backbone.log import EventLog
 from plantbus.errors import BackboneError
 
@@ -402,3 +402,50 @@ async def test_jetstream_log_partition_taken_back_reads_on(
     assert [r.offset for r in back] == [late.offset]
     with pytest.raises(ConsumerGone):
         await other.consume("erp", {partition: first[-1].offset}, 5)
+
+
+async def test_jetstream_log_left_partition_taken_back(
+    log: EventLog, open_log: OpenLog
+) -> None:
+    assert isinstance(log, JetStreamLog)
+    appended = await log.append([make_event("WO-1", i) for i in range(3)])
+    partition = appended[0].partition
+    records = await consume_all(log, "erp", {partition: 0})
+    await log.commit("erp", {partition: records[-1].offset})
+    # The lease moves away and back with no read in between, as when the
+    # worker is at its in-flight limit.
+    await log.leave("erp", [partition])
+    other = await open_log()
+    assert await other.consume("erp", {partition: records[-1].offset}, 5) == []
+    [late] = await log.append([make_event("WO-1", 3)])
+
+    back = await log.consume("erp", {partition: records[-1].offset}, 5)
+
+    assert [r.offset for r in back] == [late.offset]
+
+
+async def test_jetstream_log_attach_retried_after_timeout(
+    log: EventLog, open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(log, JetStreamLog)
+    assert log._groups is not None
+    appended = await log.append([make_event("WO-1", i) for i in range(3)])
+    partition = appended[0].partition
+    records = await consume_all(log, "erp", {partition: 0})
+    await log.consume("erp", {}, 5)
+    other = await open_log()
+    assert await other.consume("erp", {partition: records[-1].offset}, 5) == []
+    [late] = await log.append([make_event("WO-1", 3)])
+    generations = log._groups.generations
+    failures = [TimeoutError("injected")]
+
+    async def flaky(group: str) -> dict[int, list[Generation]]:
+        if failures:
+            raise failures.pop()
+        return await generations(group)
+
+    monkeypatch.setattr(log._groups, "generations", flaky)
+    back = await log.consume("erp", {partition: records[-1].offset}, 5)
+
+    assert failures == []
+    assert [r.offset for r in back] == [late.offset]

@@ -266,6 +266,12 @@ class JetStreamLog(EventLog):
         self._watch.mark_read()
         return records
 
+    async def leave(self, group: str, partitions: list[int]) -> None:
+        """Let go of the group's consumers of partitions this process handed back."""
+        groups = self._check_open()._groups
+        assert groups is not None
+        await groups.leave(group, partitions)
+
     async def nak(self, group: str, record: Record, delay: float) -> bool:
         """Have the group's durable consumer send a record again after `delay` s."""
         groups = self._check_open()._groups

@@ -137,6 +137,19 @@ class EventLog(ABC):
         returned = self._due_naks(group, positions)
         return returned + await self.read(positions, limit)
 
+    async def leave(self, group: str, partitions: list[int]) -> None:
+        """Note that this process stopped reading partitions for a group.
+
+        Call it once their records are committed, before another process may
+        take them. A backbone with server-side consumer groups lets go of the
+        partitions' consumers, so that taking one back later starts afresh.
+        """
+        waiting = self._handed_back(group)
+        waiting[:] = [
+            entry for entry in waiting if entry[2].partition not in partitions
+        ]
+        heapq.heapify(waiting)
+
     async def nak(self, group: str, record: Record, delay: float) -> bool:
         """Hand a consumed record back, to be consumed again after `delay` seconds.
 
@@ -147,12 +160,19 @@ class EventLog(ABC):
         server-side consumer groups lets the server hold it.
         """
         due = asyncio.get_running_loop().time() + delay
-        waiting = self.__dict__.setdefault("_naks", {}).setdefault(group, [])
+        waiting = self._handed_back(group)
         heapq.heappush(waiting, (due, record.offset, record))
         return True
 
+    def _handed_back(self, group: str) -> list[tuple[float, int, Record]]:
+        """Return the group's records handed back with `nak`, a heap by due time."""
+        # Kept in the instance dict, so that subclasses need no __init__ call.
+        groups: dict[str, list[tuple[float, int, Record]]]
+        groups = self.__dict__.setdefault("_handed_back_records", {})
+        return groups.setdefault(group, [])
+
     def _due_naks(self, group: str, positions: Mapping[int, int]) -> list[Record]:
-        waiting = self.__dict__.get("_naks", {}).get(group)
+        waiting = self._handed_back(group)
         if not waiting:
             return []
         now = asyncio.get_running_loop().time()

@@ -126,15 +126,20 @@ class LeaseFollower:
         owned = self.leases.owned
         # A replay moves every partition of the group, so drop the partitions
         # that this worker does not hold once none of their records is in work.
-        for partition in [p for p in tracker.read if p not in owned]:
-            if not tracker.pending.get(partition):
-                _drop(tracker, committed, partition)
+        gone = [
+            p for p in tracker.read if p not in owned and not tracker.pending.get(p)
+        ]
+        for partition in gone:
+            _drop(tracker, committed, partition)
+        if gone:
+            await self.log.leave(self.group, gone)
 
         drained = [p for p in self.leases.to_release() if not tracker.pending.get(p)]
         if drained:
             await commit()
             for partition in drained:
                 _drop(tracker, committed, partition)
+            await self.log.leave(self.group, drained)
             await self.leases.release(sorted(drained))
 
         joined = sorted(self.leases.readable() - tracker.read.keys())

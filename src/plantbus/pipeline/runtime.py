@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plantbus.backbone.log import EventLog, Record
-from plantbus.errors import PlantbusError, RetryableDeliveryError
+from plantbus.errors import BackboneError, PlantbusError, RetryableDeliveryError
 from plantbus.observability.metrics import CONSUMER_LAG, DEAD_LETTERS, STEP_FAILURES
 from plantbus.pipeline.delivery import (
     Abandoned,
@@ -539,8 +539,16 @@ class PipelineRuntime:
             committed.update(changed)
         now = time.monotonic()
         if idle or now - self._lag_updated_at >= self.lag_interval:
-            CONSUMER_LAG.labels(self.name).set(await self.log.lag(self.group))
             self._lag_updated_at = now
+            try:
+                lag = await self.log.lag(self.group)
+            except BackboneError as exc:
+                # The gauge keeps its last value; delivery goes on.
+                logger.warning(
+                    "pipeline %s could not count its lag: %s", self.name, exc
+                )
+                return
+            CONSUMER_LAG.labels(self.name).set(lag)
 
 
 async def _first(*awaitables: Awaitable[Any]) -> None:
