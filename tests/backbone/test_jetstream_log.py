@@ -283,10 +283,10 @@ async def test_jetstream_log_replaced_consumer_stops_old_reader(
     # Another worker takes the partitions over from the committed offsets,
     # as after a lease moved: the old reader's consumers are replaced.
     other = await open_log()
-    taken = await consume_all(other, "erp", await other.committed("erp"))
+    by_other = await consume_all(other, "erp", await other.committed("erp"))
 
     assert len(old_reader) == 5
-    assert len(taken) == 20
+    assert len(by_other) == 20
     with pytest.raises(ConsumerGone, match="was deleted"):
         await log.consume("erp", positions, 5)
     with pytest.raises(ConsumerGone, match="was deleted"):

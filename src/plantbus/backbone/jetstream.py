@@ -141,7 +141,6 @@ class JetStreamLog(EventLog):
             self._groups = GroupConsumers(
                 self._nc,
                 self.stream,
-                self.partitions,
                 self.timeout,
                 self.retry_seconds,
                 lambda: self._watch.last_offset,
@@ -256,8 +255,8 @@ class JetStreamLog(EventLog):
         groups = self._check_open()._groups
         assert groups is not None
         check_positions(positions, "positions", self.partitions)
-        # A read of no partition still tells the group's consumers which
-        # partitions this process stopped reading.
+        # A read of no partition still records that this process stopped
+        # reading the partitions of its previous read.
         records = await self._retry(
             f"read consumer group {group!r}",
             lambda: groups.consume(group, positions, limit),

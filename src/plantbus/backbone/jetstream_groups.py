@@ -13,9 +13,9 @@ starts reading a partition. The same happens when an offset is set that the
 consumer cannot reach by acknowledging: a seek, or a commit backwards or past
 what was read. It starts right after the given offset, and the old generation
 is deleted afterwards. The consumer names are
-`<group key>-p<partition>-g<generation>-<token>`; the highest generation is
-the current one, so a crash between creating one and deleting the other
-leaves the group at the new one's floor. A process that still reads an old
+`<group key>-p<partition>-g<generation>-<token>`. The highest generation is
+the current one. So after a crash between creating one and deleting the
+other, the group goes on from the new one's floor. A process that still reads an old
 generation (a worker that lost its partition lease but has not noticed yet)
 finds it deleted at its next pull or acknowledgement and stops, instead of
 taking records from the current reader.
@@ -138,8 +138,6 @@ class _Attachment:
     # Records received and not handed out yet, in offset order, with the
     # reply subject that acknowledges each.
     buffer: deque[tuple[Record, str]] = field(default_factory=deque)
-    # Offset of the last record put in the buffer or handed out.
-    received: int = 0
     # Records handed out and not acknowledged, as (offset, reply subject).
     delivered: deque[tuple[int, str]] = field(default_factory=deque)
     # Records handed back with a delay: offset and when they are due again.
@@ -175,7 +173,6 @@ class GroupConsumers:
         self,
         nc: Client,
         stream: str,
-        partitions: int,
         timeout: float,
         retry_seconds: float,
         last_known: Callable[[], int],
@@ -183,7 +180,6 @@ class GroupConsumers:
         self._nc = nc
         self._manager = nc.jsm()
         self.stream = stream
-        self.partitions = partitions
         self.timeout = timeout
         self.retry_seconds = retry_seconds
         # The log's last offset known to this process, for skipping pulls of
@@ -194,9 +190,6 @@ class GroupConsumers:
         self._named: dict[str, frozenset[int]] = {}
         # Highest stream sequence received through any consumer.
         self.last_seen = 0
-
-    def partition_subject(self, partition: int) -> str:
-        return f"{self.stream}.p.{partition}.>"
 
     async def generations(self, group: str) -> dict[int, list[Generation]]:
         """Return every consumer generation of a group per partition, newest last."""
@@ -257,15 +250,15 @@ class GroupConsumers:
         # named again may have been with another process meanwhile, so it
         # gets a new generation, as does one read from another position.
         previous = self._named.get(group, frozenset())
-        taken = {
+        attaching = {
             p: position
             for p, position in positions.items()
             if p not in previous
             or (held := self._attached.get((group, p))) is None
             or held.position != position
         }
-        if taken:
-            await self._attach(group, taken)
+        if attaching:
+            await self._attach(group, attaching)
         # Only now: after a failed attach, the retry must attach again.
         self._named[group] = frozenset(positions)
         if not positions:
@@ -451,7 +444,7 @@ class GroupConsumers:
             ack_policy=api.AckPolicy.ALL,
             ack_wait=_ACK_WAIT_SECONDS,
             max_ack_pending=_MAX_ACK_PENDING,
-            filter_subject=self.partition_subject(partition),
+            filter_subject=streams.partition_filter(self.stream, partition),
         )
         # A request that timed out may still have created the consumer. The
         # retries keep the name, and creating the same name with the same
@@ -466,9 +459,7 @@ class GroupConsumers:
         )
         if attach:
             position = offset if position is None else position
-            attachment = _Attachment(
-                name, partition, position=position, acked=offset, received=position
-            )
+            attachment = _Attachment(name, partition, position=position, acked=offset)
 
             async def on_message(msg: Msg) -> None:
                 self._on_message(attachment, msg)
@@ -506,15 +497,14 @@ class GroupConsumers:
             return False
         # A partition that had nothing more is pulled again only once the
         # log has grown since.
-        fresh = attachment.checked < 0 or attachment.checked < last_known
-        return not attachment.buffer and fresh
+        return not attachment.buffer and attachment.checked < last_known
 
     async def _pull(self, attachment: _Attachment, batch: int, last_known: int) -> None:
         attachment.expected = batch
         attachment.done = asyncio.get_running_loop().create_future()
-        # `no_wait` makes the server answer at once: the messages it has, then
-        # a 404 (none) or 408 (fewer than asked) status. With `expires` too,
-        # the server would hold the request until then when it has none.
+        # With `no_wait` the server responds at once: the messages it has, then
+        # a 404 (none) or 408 (fewer than requested) status. With `expires`
+        # too, it would hold a request that finds no message until it expires.
         request = {"batch": batch, "no_wait": True}
         assert attachment.inbox is not None
         await request_next(
@@ -530,7 +520,7 @@ class GroupConsumers:
         if status in ("404", "408"):
             attachment.checked = last_known
         elif status in ("409", "timeout"):
-            # A pull for a deleted consumer gets no answer at all.
+            # The server sends no response to a pull for a deleted consumer.
             attachment.deleted = await self._is_deleted(attachment.name)
 
     def _on_message(self, attachment: _Attachment, msg: Msg) -> None:
@@ -560,8 +550,7 @@ class GroupConsumers:
             delivered = attachment.delivered
             if seq > attachment.acked and (not delivered or delivered[-1][0] < seq):
                 delivered.append((seq, reply))
-        elif seq > attachment.received:
-            attachment.received = seq
+        elif not attachment.buffer or seq > attachment.buffer[-1][0].offset:
             record = Record(seq, attachment.partition, msg.data, stored_at)
             attachment.buffer.append((record, reply))
         attachment.expected -= 1

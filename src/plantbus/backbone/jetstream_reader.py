@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from plantbus.backbone.jetstream_scan import Scan, delivery_info, next_seq
+from plantbus.backbone.jetstream_stream import partition_filter
 from plantbus.backbone.log import Record
 
 # A reused consumer is skipped ahead by opening a new one when the next read
@@ -69,7 +70,7 @@ class Reader:
 
     def partition_subject(self, partition: int) -> str:
         """Return the subject filter of one partition."""
-        return f"{self.stream}.p.{partition}.>"
+        return partition_filter(self.stream, partition)
 
     def partition_of(self, subject: str) -> int:
         """Return the partition number from a message subject."""

@@ -106,6 +106,11 @@ def subject_for(stream: str, partition: int, event_type: str) -> str:
     return f"{stream}.p.{partition}.{cleaned}"
 
 
+def partition_filter(stream: str, partition: int) -> str:
+    """Return the subject filter of one partition: `<stream>.p.<partition>.>`."""
+    return f"{stream}.p.{partition}.>"
+
+
 def is_transient(exc: BaseException) -> bool:
     """Return whether an error is one that trying again later can fix."""
     if isinstance(exc, js_errors.APIError) and exc.code == 503:

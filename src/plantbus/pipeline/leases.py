@@ -126,13 +126,13 @@ class LeaseFollower:
         owned = self.leases.owned
         # A replay moves every partition of the group, so drop the partitions
         # that this worker does not hold once none of their records is in work.
-        gone = [
+        unowned = [
             p for p in tracker.read if p not in owned and not tracker.pending.get(p)
         ]
-        for partition in gone:
+        for partition in unowned:
             _drop(tracker, committed, partition)
-        if gone:
-            await self.log.leave(self.group, gone)
+        if unowned:
+            await self.log.leave(self.group, unowned)
 
         drained = [p for p in self.leases.to_release() if not tracker.pending.get(p)]
         if drained:

@@ -341,13 +341,7 @@ class PipelineRuntime:
         return ids
 
     async def _wait_or_stop(self, awaitable: Awaitable[Any], timeout: float) -> None:
-        waiter = asyncio.ensure_future(awaitable)
-        stopper = asyncio.ensure_future(self.stopping.wait())
-        _, pending = await asyncio.wait(
-            {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in pending:
-            task.cancel()
+        await _first(awaitable, self.stopping.wait(), timeout=timeout)
 
     async def _wait_for_records(self) -> None:
         """Wait for an append, or for a record handed back to be due again."""
@@ -551,11 +545,14 @@ class PipelineRuntime:
             CONSUMER_LAG.labels(self.name).set(lag)
 
 
-async def _first(*awaitables: Awaitable[Any]) -> None:
-    """Wait until the first of `awaitables` finishes; cancel the others."""
+async def _first(*awaitables: Awaitable[Any], timeout: float | None = None) -> None:
+    """Wait until the first of `awaitables` finishes or `timeout` passes.
+
+    The others are cancelled.
+    """
     tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
